@@ -1,0 +1,169 @@
+"""The EM driver: E-step through an executor, M-step on summed statistics, restarts.
+
+Nothing here prints or knows where the data lives; progress goes to an optional callback.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from gaussmix._params import MixtureParams
+from gaussmix._stats import m_step
+from gaussmix.backends import Executor
+
+__all__ = ["EMProgress", "EMResult", "best_of", "run_em"]
+
+
+@dataclass(frozen=True)
+class EMProgress:
+    """What a callback hears after each iteration.
+
+    Attributes
+    ----------
+    init : int
+        Restart index (0-based).
+    iteration : int
+        Iteration number (1-based).
+    lower_bound : float
+        Mean log-likelihood per sample at the parameters of this iteration's E-step.
+    change : float
+        Difference to the previous iteration's lower bound (inf at the first).
+    """
+
+    init: int
+    iteration: int
+    lower_bound: float
+    change: float
+
+
+@dataclass
+class EMResult:
+    """Outcome of one EM run.
+
+    Attributes
+    ----------
+    params : MixtureParams
+        Parameters after the last M-step.
+    lower_bound : float
+        Mean log-likelihood of the last E-step (scikit-learn's ``lower_bound_``).
+    lower_bounds : list of float
+        Lower bound of every iteration.
+    n_iter : int
+        Iterations run.
+    converged : bool
+        Whether ``|change| < tol`` was reached.
+    """
+
+    params: MixtureParams
+    lower_bound: float = -np.inf
+    lower_bounds: list[float] = field(default_factory=list)
+    n_iter: int = 0
+    converged: bool = False
+
+
+def run_em(
+    executor: Executor,
+    params: MixtureParams,
+    *,
+    reg_covar: float,
+    tol: float,
+    max_iter: int,
+    callback: Callable[[EMProgress], None] | None = None,
+    init_index: int = 0,
+    start_lower_bound: float = -np.inf,
+) -> EMResult:
+    """Iterate E and M steps from ``params`` until the lower bound changes by less than ``tol``.
+
+    Parameters
+    ----------
+    executor : Executor
+        Data source.
+    params : MixtureParams
+        Starting parameters.
+    reg_covar : float
+        Non-negative diagonal regularisation.
+    tol : float
+        Convergence threshold on the change of the mean log-likelihood.
+    max_iter : int
+        Maximum number of iterations.
+    callback : callable, optional
+        Called with an :class:`EMProgress` after every iteration.
+    init_index : int, default=0
+        Passed through to the callback.
+    start_lower_bound : float, default=-inf
+        Lower bound before the first iteration (a warm start passes the previous fit's).
+
+    Returns
+    -------
+    result : EMResult
+    """
+    result = EMResult(params=params, lower_bound=start_lower_bound)
+    model = params.model
+    for n_iter in range(1, max_iter + 1):
+        stats = executor.e_step(result.params)
+        previous = result.lower_bound
+        lower_bound = stats.mean_log_likelihood
+        if not np.isfinite(lower_bound):
+            raise FloatingPointError(
+                "the log-likelihood became non-finite during EM; rescale the data or "
+                "increase reg_covar"
+            )
+        result.params = m_step(stats, model, reg_covar)
+        result.lower_bound = lower_bound
+        result.lower_bounds.append(lower_bound)
+        result.n_iter = n_iter
+        change = lower_bound - previous
+        if callback is not None:
+            callback(EMProgress(init_index, n_iter, lower_bound, change))
+        if abs(change) < tol:
+            result.converged = True
+            break
+    return result
+
+
+def best_of(
+    executor: Executor,
+    starts: Callable[[int], MixtureParams],
+    n_init: int,
+    *,
+    reg_covar: float,
+    tol: float,
+    max_iter: int,
+    callback: Callable[[EMProgress], None] | None = None,
+    start_lower_bound: float = -np.inf,
+) -> EMResult:
+    """Run EM from ``n_init`` starting points and keep the best final lower bound.
+
+    Parameters
+    ----------
+    executor : Executor
+    starts : callable
+        ``starts(i)`` returns the starting parameters of restart ``i``.
+    n_init : int
+    reg_covar, tol, max_iter, callback, start_lower_bound
+        As in :func:`run_em`.
+
+    Returns
+    -------
+    result : EMResult
+        The run with the highest lower bound (the first on ties).
+    """
+    best: EMResult | None = None
+    for i in range(n_init):
+        result = run_em(
+            executor,
+            starts(i),
+            reg_covar=reg_covar,
+            tol=tol,
+            max_iter=max_iter,
+            callback=callback,
+            init_index=i,
+            start_lower_bound=start_lower_bound,
+        )
+        if best is None or result.lower_bound > best.lower_bound:
+            best = result
+    assert best is not None
+    return best

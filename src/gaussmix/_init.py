@@ -1,0 +1,272 @@
+"""Initial parameters: k-means, k-means++, random responsibilities, random data points.
+
+All methods work on rows in memory (the whole data, or a sample that a streaming or Dask
+executor hands over) and honour sample weights so that an integer weight w behaves like w
+repeated rows: every random draw over rows is an inverse-CDF draw on the cumulative weights,
+which picks the same row whether it is weighted or repeated.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+from numpy.typing import NDArray
+
+from gaussmix._covariance import CovarianceModel
+from gaussmix._params import MixtureParams
+from gaussmix._stats import SuffStats, accumulate, m_step
+
+__all__ = ["INIT_METHODS", "initial_params", "kmeans", "kmeans_plusplus"]
+
+_CHUNK = 65536
+
+
+def _weights(X: NDArray, sample_weight: NDArray | None) -> NDArray:
+    if sample_weight is None:
+        return np.ones(X.shape[0])
+    return np.asarray(sample_weight, dtype=np.float64)
+
+
+def _draw_rows(cum_weights: NDArray, u: NDArray) -> NDArray:
+    """Rows whose cumulative-weight interval holds ``u`` (inverse-CDF sampling)."""
+    idx = np.searchsorted(cum_weights, u, side="right")
+    return np.minimum(idx, cum_weights.shape[0] - 1)
+
+
+def _sq_dist_to(X: NDArray, center: NDArray) -> NDArray:
+    diff = X - center
+    return np.einsum("ij,ij->i", diff, diff)
+
+
+def kmeans_plusplus(
+    X: NDArray,
+    n_clusters: int,
+    *,
+    sample_weight: NDArray | None = None,
+    random_state: np.random.RandomState,
+    n_local_trials: int | None = None,
+) -> tuple[NDArray, NDArray]:
+    """Greedy k-means++ seeding (Arthur & Vassilvitskii 2007), weighted.
+
+    Parameters
+    ----------
+    X : ndarray of shape (n_samples, n_features)
+    n_clusters : int
+    sample_weight : ndarray of shape (n_samples,), optional
+    random_state : numpy.random.RandomState
+    n_local_trials : int, optional
+        Candidates tried per centre (default ``2 + int(log(n_clusters))``).
+
+    Returns
+    -------
+    centers : ndarray of shape (n_clusters, n_features)
+    indices : ndarray of shape (n_clusters,)
+        Rows chosen as centres.
+    """
+    w = _weights(X, sample_weight)
+    n = X.shape[0]
+    if n_local_trials is None:
+        n_local_trials = 2 + int(np.log(n_clusters))
+    X64 = X.astype(np.float64, copy=False)
+    cum = np.cumsum(w)
+    first = int(_draw_rows(cum, random_state.uniform(0, cum[-1], size=1))[0])
+    indices = [first]
+    closest = _sq_dist_to(X64, X64[first])
+    potential = float(w @ closest)
+    for _ in range(1, n_clusters):
+        if potential <= 0:
+            # every row coincides with a centre: take any unused positive-weight row
+            unused = np.setdiff1d(np.flatnonzero(w > 0), indices)
+            pool = unused if unused.size else np.arange(n)
+            indices.append(int(pool[random_state.randint(pool.size)]))
+            continue
+        cum = np.cumsum(w * closest)
+        candidates = _draw_rows(cum, random_state.uniform(0, cum[-1], size=n_local_trials))
+        best_pot, best_idx, best_dist = np.inf, -1, closest
+        for c in candidates:
+            dist = np.minimum(closest, _sq_dist_to(X64, X64[c]))
+            pot = float(w @ dist)
+            if pot < best_pot:
+                best_pot, best_idx, best_dist = pot, int(c), dist
+        indices.append(best_idx)
+        closest, potential = best_dist, best_pot
+    idx = np.asarray(indices)
+    return X64[idx].copy(), idx
+
+
+def _assign(X: NDArray, centers: NDArray) -> tuple[NDArray, NDArray]:
+    """Nearest centre and squared distance of each row (chunked GEMM form)."""
+    labels = np.empty(X.shape[0], dtype=np.intp)
+    dist = np.empty(X.shape[0])
+    c_sq = np.einsum("ij,ij->i", centers, centers)
+    for s in range(0, X.shape[0], _CHUNK):
+        Xc = X[s : s + _CHUNK].astype(np.float64, copy=False)
+        d = c_sq - 2.0 * Xc @ centers.T
+        lab = np.argmin(d, axis=1)
+        labels[s : s + _CHUNK] = lab
+        dist[s : s + _CHUNK] = np.maximum(
+            d[np.arange(d.shape[0]), lab] + np.einsum("ij,ij->i", Xc, Xc), 0.0
+        )
+    return labels, dist
+
+
+def kmeans(
+    X: NDArray,
+    n_clusters: int,
+    *,
+    sample_weight: NDArray | None = None,
+    random_state: np.random.RandomState,
+    max_iter: int = 300,
+    tol: float = 1e-4,
+) -> tuple[NDArray, NDArray]:
+    """Lloyd's k-means from a k-means++ seeding, weighted.
+
+    Parameters
+    ----------
+    X : ndarray of shape (n_samples, n_features)
+    n_clusters : int
+    sample_weight : ndarray of shape (n_samples,), optional
+    random_state : numpy.random.RandomState
+    max_iter : int, default=300
+    tol : float, default=1e-4
+        Stop when the centres move less than ``tol`` times the mean feature variance
+        (scikit-learn's convention).
+
+    Returns
+    -------
+    labels : ndarray of shape (n_samples,)
+    centers : ndarray of shape (n_clusters, n_features)
+    """
+    w = _weights(X, sample_weight)
+    centers, _ = kmeans_plusplus(X, n_clusters, sample_weight=w, random_state=random_state)
+    X64 = X.astype(np.float64, copy=False)
+    mean = w @ X64 / w.sum()
+    tol_abs = tol * float(np.mean(w @ (X64 - mean) ** 2 / w.sum()))
+    labels, dist = _assign(X, centers)
+    for _ in range(max_iter):
+        sums = np.zeros_like(centers)
+        counts = np.bincount(labels, weights=w, minlength=n_clusters)
+        for j in range(X.shape[1]):
+            sums[:, j] = np.bincount(labels, weights=w * X64[:, j], minlength=n_clusters)
+        new = centers.copy()
+        nonempty = counts > 0
+        new[nonempty] = sums[nonempty] / counts[nonempty, None]
+        # an empty cluster takes the row farthest from its centre
+        for k in np.flatnonzero(~nonempty):
+            far = int(np.argmax(dist * (w > 0)))
+            new[k] = X64[far]
+            dist[far] = 0.0
+        shift = float(np.sum((new - centers) ** 2))
+        centers = new
+        new_labels, dist = _assign(X, centers)
+        if np.array_equal(new_labels, labels) or shift <= tol_abs:
+            labels = new_labels
+            break
+        labels = new_labels
+    return labels, centers
+
+
+def _params_from_resp(
+    X: NDArray,
+    w: NDArray | None,
+    resp_chunk: Callable[[int, int], NDArray],
+    n_components: int,
+    model: CovarianceModel,
+    reg_covar: float,
+) -> MixtureParams:
+    """M-step on responsibilities produced chunk by chunk (no N × K array kept)."""
+    ww = _weights(X, w)
+    # one pass around the weighted data mean: enough digits for a starting point
+    centre = ww @ X.astype(np.float64, copy=False) / ww.sum()
+    shift = np.broadcast_to(centre, (n_components, X.shape[1])).copy()
+    total = SuffStats.zeros(shift, model.moment)
+    for s in range(0, X.shape[0], _CHUNK):
+        stop = min(s + _CHUNK, X.shape[0])
+        r = resp_chunk(s, stop) * ww[s:stop, None]
+        nk, sx, sxx = accumulate(X[s:stop], r, shift, model.moment)
+        total = total + SuffStats(shift, nk, sx, sxx, 0.0, float(ww[s:stop].sum()), stop - s)
+    return m_step(total, model, reg_covar)
+
+
+def _from_labels(X, w, labels, K, model, reg_covar):
+    def resp(s, e):
+        out = np.zeros((e - s, K))
+        out[np.arange(e - s), labels[s:e]] = 1.0
+        return out
+
+    return _params_from_resp(X, w, resp, K, model, reg_covar)
+
+
+def _from_indices(X, idx, K, model, reg_covar):
+    # one-hot responsibilities on K chosen rows: means are those rows, covariances reg_covar
+    return _params_from_resp(X[idx], None, lambda s, e: np.eye(K)[s:e], K, model, reg_covar)
+
+
+def _init_kmeans(X, w, K, model, reg_covar, rng):
+    labels, _ = kmeans(X, K, sample_weight=w, random_state=rng)
+    return _from_labels(X, w, labels, K, model, reg_covar)
+
+
+def _init_kmeans_plusplus(X, w, K, model, reg_covar, rng):
+    _, idx = kmeans_plusplus(X, K, sample_weight=w, random_state=rng)
+    return _from_indices(X, idx, K, model, reg_covar)
+
+
+def _init_random(X, w, K, model, reg_covar, rng):
+    def resp(s, e):
+        # successive chunk draws give the same stream as one (N, K) draw
+        r = rng.uniform(size=(e - s, K))
+        return r / r.sum(axis=1, keepdims=True)
+
+    return _params_from_resp(X, w, resp, K, model, reg_covar)
+
+
+def _init_random_from_data(X, w, K, model, reg_covar, rng):
+    if w is None:
+        idx = rng.choice(X.shape[0], size=K, replace=False)
+    else:
+        idx = rng.choice(X.shape[0], size=K, replace=False, p=w / w.sum())
+    return _from_indices(X, idx, K, model, reg_covar)
+
+
+INIT_METHODS: dict[str, Callable[..., MixtureParams]] = {
+    "kmeans": _init_kmeans,
+    "k-means++": _init_kmeans_plusplus,
+    "random": _init_random,
+    "random_from_data": _init_random_from_data,
+}
+
+
+def initial_params(
+    method: str,
+    X: NDArray,
+    sample_weight: NDArray | None,
+    n_components: int,
+    model: CovarianceModel,
+    reg_covar: float,
+    random_state: np.random.RandomState,
+) -> MixtureParams:
+    """Starting parameters by ``method`` (a key of :data:`INIT_METHODS`).
+
+    Parameters
+    ----------
+    method : {"kmeans", "k-means++", "random", "random_from_data"}
+    X : ndarray of shape (n_samples, n_features)
+    sample_weight : ndarray of shape (n_samples,) or None
+    n_components : int
+    model : CovarianceModel
+    reg_covar : float
+    random_state : numpy.random.RandomState
+
+    Returns
+    -------
+    params : MixtureParams
+    """
+    try:
+        fn = INIT_METHODS[method]
+    except KeyError:
+        raise ValueError(
+            f"init_params must be one of {sorted(INIT_METHODS)}, got {method!r}"
+        ) from None
+    return fn(X, sample_weight, n_components, model, reg_covar, random_state)

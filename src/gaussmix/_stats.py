@@ -1,0 +1,200 @@
+"""Additive sufficient statistics: the E-step of one chunk, and the M-step of their sum.
+
+Every executor (in memory, streamed, Dask, GPU) calls a kernel that returns a
+:class:`SuffStats` per chunk; statistics of chunks add with ``+``; :func:`m_step` turns the sum
+into new :class:`~gaussmix._params.MixtureParams`. Second moments are accumulated around a
+per-component ``shift`` (the previous means), so that ``Σ r (x-s)(x-s)ᵀ / n - δδᵀ`` with
+``δ = Σ r (x-s) / n`` subtracts small numbers, never two large ones (the float32 negative
+variances of scikit-learn issue #30382 come from the raw-moment form).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+from numpy.typing import NDArray
+
+from gaussmix._covariance import CovarianceModel
+from gaussmix._gaussian import logsumexp
+from gaussmix._params import MixtureParams
+
+__all__ = ["SuffStats", "accumulate", "e_step_chunk", "m_step"]
+
+_EPS = 10 * np.finfo(np.float64).eps
+
+
+@dataclass(frozen=True, eq=False)
+class SuffStats:
+    """Sufficient statistics of a set of rows, all in float64.
+
+    Attributes
+    ----------
+    shift : ndarray of shape (n_components, n_features)
+        Per-component origin of ``sx`` and ``sxx``.
+    nk : ndarray of shape (n_components,)
+        ``Σ_n w_n r_nk``.
+    sx : ndarray of shape (n_components, n_features)
+        ``Σ_n w_n r_nk (x_n - s_k)``.
+    sxx : ndarray of shape (n_components, n_features, n_features) or (n_components, n_features)
+        ``Σ_n w_n r_nk (x_n - s_k)(x_n - s_k)ᵀ``, or only its diagonal.
+    log_likelihood : float
+        ``Σ_n w_n log p(x_n)`` under the parameters of the E-step.
+    weight_sum : float
+        ``Σ_n w_n``.
+    n_samples : int
+        Rows seen.
+    """
+
+    shift: NDArray
+    nk: NDArray
+    sx: NDArray
+    sxx: NDArray
+    log_likelihood: float
+    weight_sum: float
+    n_samples: int
+
+    @classmethod
+    def zeros(
+        cls, shift: NDArray, moment: Literal["full", "diag"]
+    ) -> SuffStats:
+        """Statistics of no rows (the neutral element of ``+``)."""
+        K, d = shift.shape
+        sxx = np.zeros((K, d, d) if moment == "full" else (K, d))
+        return cls(shift, np.zeros(K), np.zeros((K, d)), sxx, 0.0, 0.0, 0)
+
+    def __add__(self, other: SuffStats) -> SuffStats:
+        if not isinstance(other, SuffStats):
+            return NotImplemented
+        if other.sxx.shape != self.sxx.shape or not np.array_equal(self.shift, other.shift):
+            raise ValueError("statistics accumulated around different shifts cannot be added")
+        return SuffStats(
+            self.shift,
+            self.nk + other.nk,
+            self.sx + other.sx,
+            self.sxx + other.sxx,
+            self.log_likelihood + other.log_likelihood,
+            self.weight_sum + other.weight_sum,
+            self.n_samples + other.n_samples,
+        )
+
+    def __radd__(self, other):
+        # lets sum(stats_list) start from 0
+        if isinstance(other, int) and other == 0:
+            return self
+        return NotImplemented
+
+    @property
+    def mean_log_likelihood(self) -> float:
+        """Weighted mean log-likelihood per sample (scikit-learn's lower bound)."""
+        return self.log_likelihood / self.weight_sum
+
+
+def accumulate(
+    X: NDArray,
+    resp_weighted: NDArray,
+    shift: NDArray,
+    moment: Literal["full", "diag"],
+) -> tuple[NDArray, NDArray, NDArray]:
+    """``(nk, sx, sxx)`` of one chunk from its (weighted) responsibilities, in float64.
+
+    Parameters
+    ----------
+    X : ndarray of shape (n_samples, n_features)
+    resp_weighted : ndarray of shape (n_samples, n_components)
+        ``w_n r_nk``.
+    shift : ndarray of shape (n_components, n_features)
+    moment : {"full", "diag"}
+    """
+    X64 = X.astype(np.float64, copy=False)
+    r = resp_weighted.astype(np.float64, copy=False)
+    K, d = shift.shape
+    nk = r.sum(axis=0)
+    sx = np.empty((K, d))
+    sxx = np.empty((K, d, d) if moment == "full" else (K, d))
+    for k in range(K):
+        centred = X64 - shift[k]
+        rk = r[:, k]
+        sx[k] = rk @ centred
+        if moment == "full":
+            sxx[k] = (centred * rk[:, None]).T @ centred
+        else:
+            sxx[k] = rk @ (centred * centred)
+    return nk, sx, sxx
+
+
+def e_step_chunk(
+    X: NDArray,
+    sample_weight: NDArray | None,
+    params: MixtureParams,
+    shift: NDArray,
+) -> SuffStats:
+    """E-step of one chunk: responsibilities under ``params`` folded into statistics.
+
+    This is the readable reference kernel; faster executors must agree with it.
+
+    Parameters
+    ----------
+    X : ndarray of shape (n_samples, n_features)
+        Checked, finite rows (float32 or float64; arithmetic in that dtype, sums in float64).
+    sample_weight : ndarray of shape (n_samples,) or None
+        Row weights (None: all ones).
+    params : MixtureParams
+        Current parameters.
+    shift : ndarray of shape (n_components, n_features)
+        Origin of the second moments.
+
+    Returns
+    -------
+    stats : SuffStats
+    """
+    log_joint = params.log_joint(X)
+    log_norm = logsumexp(log_joint, axis=1)
+    resp = np.exp(log_joint - log_norm[:, None])
+    log_norm = log_norm.astype(np.float64)
+    if sample_weight is None:
+        ll = float(log_norm.sum())
+        wsum = float(X.shape[0])
+    else:
+        resp = resp * sample_weight[:, None].astype(resp.dtype)
+        ll = float(sample_weight @ log_norm)
+        wsum = float(sample_weight.sum())
+    nk, sx, sxx = accumulate(X, resp, shift, params.model.moment)
+    return SuffStats(shift, nk, sx, sxx, ll, wsum, X.shape[0])
+
+
+def m_step(stats: SuffStats, model: CovarianceModel, reg_covar: float) -> MixtureParams:
+    """New parameters from summed statistics.
+
+    Parameters
+    ----------
+    stats : SuffStats
+        Sum over all chunks.
+    model : CovarianceModel
+        Covariance structure.
+    reg_covar : float
+        Non-negative regularisation added to the covariances' diagonal.
+
+    Returns
+    -------
+    params : MixtureParams
+
+    Raises
+    ------
+    CollapsedComponentError
+        When a covariance is not positive definite.
+    """
+    # scikit-learn's guard: an empty component keeps finite parameters
+    nk = stats.nk + _EPS
+    delta = stats.sx / nk[:, None]
+    means = stats.shift + delta
+    if stats.sxx.ndim == 3:
+        scatter = stats.sxx - nk[:, None, None] * delta[:, :, None] * delta[:, None, :]
+    else:
+        scatter = stats.sxx - nk[:, None] * delta * delta
+    covariances = model.from_scatter(nk, scatter, reg_covar)
+    weights = nk / nk.sum()
+    return MixtureParams.from_covariances(
+        weights, means, covariances, model, reg_covar=reg_covar
+    )

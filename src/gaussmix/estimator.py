@@ -1,0 +1,634 @@
+"""``GaussianMixture``: the scikit-learn drop-in estimator, a thin face over the EM core."""
+
+from __future__ import annotations
+
+import numbers
+import os
+import time
+import warnings
+from typing import Any
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+from sklearn.base import BaseEstimator, DensityMixin
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.utils import check_random_state
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from gaussmix import _mixture
+from gaussmix._covariance import COVARIANCE_MODELS, CovarianceModel, get_model
+from gaussmix._em import EMProgress, best_of
+from gaussmix._init import INIT_METHODS, initial_params
+from gaussmix._params import MixtureParams
+from gaussmix.backends import IN_MEMORY_ENGINES, make_executor, resolve_engine
+
+__all__ = ["GaussianMixture"]
+
+_FLOATS = [np.float64, np.float32]
+
+
+class GaussianMixture(DensityMixin, BaseEstimator):
+    """Gaussian mixture model fitted by EM on additive sufficient statistics.
+
+    A drop-in replacement for :class:`sklearn.mixture.GaussianMixture`: same parameter names,
+    defaults and meaning, same fitted attributes; in addition it accepts ``sample_weight``,
+    runs on pluggable engines, and saves to a pickle-free file.
+
+    Parameters
+    ----------
+    n_components : int, default=1
+        Number of mixture components K.
+    covariance_type : {"full", "tied", "diag", "spherical"}, default="full"
+        Structure of the covariances.
+    tol : float, default=1e-3
+        Convergence threshold on the change of the mean log-likelihood per sample.
+    reg_covar : float, default=1e-6
+        Non-negative value added to the covariances' diagonal.
+    max_iter : int, default=100
+        EM iterations per initialisation.
+    n_init : int, default=1
+        Initialisations; the fit with the highest final lower bound is kept.
+    init_params : {"kmeans", "k-means++", "random", "random_from_data"}, default="kmeans"
+        How the first responsibilities are chosen.
+    weights_init : array-like of shape (n_components,), default=None
+        User-provided initial weights.
+    means_init : array-like of shape (n_components, n_features), default=None
+        User-provided initial means.
+    precisions_init : array-like, default=None
+        User-provided initial precisions, shaped as ``covariance_type`` requires.
+    random_state : int, RandomState instance or None, default=None
+        Seed of initialisation and sampling.
+    warm_start : bool, default=False
+        Start the next ``fit`` from the current parameters (``n_init`` is then ignored).
+    verbose : int, default=0
+        1 prints each initialisation, 2 also the lower bound every ``verbose_interval``
+        iterations.
+    verbose_interval : int, default=10
+        Iterations between two verbose lines.
+    engine : str, default="auto"
+        Executor that runs the E-step: ``"numpy"`` (the reference), or any registered engine;
+        ``"auto"`` picks the fastest available one for the data given.
+    chunk_size : int or None, default=None
+        Rows per E-step chunk (None: sized so that temporaries stay near 8 MiB).
+    dtype : {None, "float32", "float64"}, default=None
+        Working precision. None follows the data (float32 stays float32, anything else
+        becomes float64). Statistics are always summed in float64.
+    device : str or None, default=None
+        Torch device (``"cuda"``, ``"cuda:1"``, ``"cpu"``) for the torch engine; with
+        ``engine="auto"`` a device selects that engine. None runs on the CPU engines.
+
+    Attributes
+    ----------
+    weights_ : ndarray of shape (n_components,)
+        Mixing weights φ.
+    means_ : ndarray of shape (n_components, n_features)
+        Component means.
+    covariances_ : ndarray
+        (K, d, d) for "full", (d, d) for "tied", (K, d) for "diag", (K,) for "spherical".
+    precisions_ : ndarray
+        Inverses of the covariances, same shape.
+    precisions_cholesky_ : ndarray
+        Cholesky factors ``P`` of the precisions (``precision = P Pᵀ``), same shape.
+    converged_ : bool
+        Whether the best initialisation converged.
+    n_iter_ : int
+        Iterations of the best initialisation.
+    lower_bound_ : float
+        Mean log-likelihood per sample at the last E-step of the best initialisation.
+    lower_bounds_ : list of float
+        Lower bound at each iteration of the best initialisation.
+    n_features_in_ : int
+        Number of features seen during fit.
+    feature_names_in_ : ndarray of shape (n_features_in_,)
+        Column names, when fitted on a DataFrame with string column names.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from gaussmix import GaussianMixture
+    >>> X = np.r_[np.random.default_rng(0).normal(0, 1, (100, 2)),
+    ...           np.random.default_rng(1).normal(8, 1, (100, 2))]
+    >>> gm = GaussianMixture(n_components=2, random_state=0).fit(X)
+    >>> sorted(np.round(gm.means_[:, 0]).tolist())
+    [0.0, 8.0]
+    """
+
+    def __init__(
+        self,
+        n_components: int = 1,
+        *,
+        covariance_type: str = "full",
+        tol: float = 1e-3,
+        reg_covar: float = 1e-6,
+        max_iter: int = 100,
+        n_init: int = 1,
+        init_params: str = "kmeans",
+        weights_init: ArrayLike | None = None,
+        means_init: ArrayLike | None = None,
+        precisions_init: ArrayLike | None = None,
+        random_state: int | np.random.RandomState | None = None,
+        warm_start: bool = False,
+        verbose: int = 0,
+        verbose_interval: int = 10,
+        engine: str = "auto",
+        chunk_size: int | None = None,
+        dtype: str | None = None,
+        device: str | None = None,
+    ) -> None:
+        self.n_components = n_components
+        self.covariance_type = covariance_type
+        self.tol = tol
+        self.reg_covar = reg_covar
+        self.max_iter = max_iter
+        self.n_init = n_init
+        self.init_params = init_params
+        self.weights_init = weights_init
+        self.means_init = means_init
+        self.precisions_init = precisions_init
+        self.random_state = random_state
+        self.warm_start = warm_start
+        self.verbose = verbose
+        self.verbose_interval = verbose_interval
+        self.engine = engine
+        self.chunk_size = chunk_size
+        self.dtype = dtype
+        self.device = device
+
+    # ------------------------------------------------------------------ parameters
+    def _check_parameters(self) -> CovarianceModel:
+        def integer(name, low):
+            value = getattr(self, name)
+            if not isinstance(value, numbers.Integral) or isinstance(value, bool):
+                raise TypeError(f"{name} must be an integer, got {value!r}")
+            if value < low:
+                raise ValueError(f"{name} must be >= {low}, got {value}")
+
+        def real(name):
+            value = getattr(self, name)
+            if not isinstance(value, numbers.Real) or isinstance(value, bool):
+                raise TypeError(f"{name} must be a real number, got {value!r}")
+            if not (np.isfinite(value) and value >= 0):
+                raise ValueError(f"{name} must be a finite number >= 0, got {value}")
+
+        integer("n_components", 1)
+        integer("max_iter", 0)
+        integer("n_init", 1)
+        integer("verbose", 0)
+        integer("verbose_interval", 1)
+        real("tol")
+        real("reg_covar")
+        if self.chunk_size is not None:
+            integer("chunk_size", 1)
+        if self.covariance_type not in COVARIANCE_MODELS:
+            raise ValueError(
+                f"covariance_type must be one of {sorted(COVARIANCE_MODELS)}, "
+                f"got {self.covariance_type!r}"
+            )
+        if self.init_params not in INIT_METHODS:
+            raise ValueError(
+                f"init_params must be one of {sorted(INIT_METHODS)}, got {self.init_params!r}"
+            )
+        if self.dtype not in (None, "float32", "float64"):
+            raise ValueError(f"dtype must be None, 'float32' or 'float64', got {self.dtype!r}")
+        if not isinstance(self.engine, str):
+            raise TypeError(f"engine must be a string, got {self.engine!r}")
+        if self.device is not None and not isinstance(self.device, str):
+            raise TypeError(f"device must be a string such as 'cuda', got {self.device!r}")
+        resolve_engine(self.engine if self.engine != "auto" else "numpy", None)
+        return get_model(self.covariance_type)
+
+    def _user_init(self, model: CovarianceModel, n_features: int) -> dict[str, NDArray]:
+        K, d = self.n_components, n_features
+        out: dict[str, NDArray] = {}
+        if self.weights_init is not None:
+            w = np.asarray(self.weights_init, dtype=np.float64)
+            if w.shape != (K,):
+                raise ValueError(f"weights_init must have shape ({K},), got {w.shape}")
+            if not np.all(np.isfinite(w)) or np.any(w < 0) or np.any(w > 1):
+                raise ValueError("weights_init must be in the range [0, 1]")
+            if not np.isclose(w.sum(), 1.0, rtol=0, atol=1e-6):
+                raise ValueError(f"weights_init must sum to 1, got sum {w.sum():.6g}")
+            out["weights"] = w / w.sum()
+        if self.means_init is not None:
+            m = np.asarray(self.means_init, dtype=np.float64)
+            if m.shape != (K, d):
+                raise ValueError(f"means_init must have shape ({K}, {d}), got {m.shape}")
+            if not np.all(np.isfinite(m)):
+                raise ValueError("means_init must contain only finite values")
+            out["means"] = m
+        if self.precisions_init is not None:
+            p = model.validate(np.asarray(self.precisions_init, dtype=np.float64), K, d)
+            try:
+                out["precisions_cholesky"] = model.precision_cholesky_from_precisions(p)
+            except ValueError:
+                raise ValueError(
+                    f"precisions_init must be positive definite for covariance_type "
+                    f"'{model.name}'"
+                ) from None
+        return out
+
+    # ------------------------------------------------------------------ data checks
+    def _working_dtype(self, X_dtype: np.dtype) -> type:
+        if self.dtype is not None:
+            return np.dtype(self.dtype).type
+        return np.float32 if X_dtype == np.float32 else np.float64
+
+    def _validate_fit_data(self, X, sample_weight):
+        X = validate_data(self, X, dtype=_FLOATS, ensure_min_samples=2)
+        X = X.astype(self._working_dtype(X.dtype), copy=False)
+        if X.shape[0] < self.n_components:
+            raise ValueError(
+                f"Expected n_samples >= n_components but got n_components = "
+                f"{self.n_components}, n_samples = {X.shape[0]}"
+            )
+        w = None
+        if sample_weight is not None:
+            w = np.asarray(sample_weight)
+            if w.dtype.kind not in "biuf":
+                raise TypeError(f"sample_weight must be numeric, got dtype {w.dtype}")
+            w = w.astype(np.float64)
+            if w.ndim == 0:
+                w = np.full(X.shape[0], float(w))
+            if w.shape != (X.shape[0],):
+                raise ValueError(
+                    f"sample_weight must have shape ({X.shape[0]},) to match X, got {w.shape}"
+                )
+            if not np.all(np.isfinite(w)):
+                raise ValueError("sample_weight contains NaN or infinity")
+            if np.any(w < 0):
+                raise ValueError("sample_weight must be non-negative")
+            positive = int(np.count_nonzero(w))
+            if positive < self.n_components:
+                raise ValueError(
+                    f"sample_weight has {positive} positive entries, fewer than "
+                    f"n_components = {self.n_components}"
+                )
+        return X, w
+
+    def _engine_name(self, X: Any) -> str:
+        engine = self.engine
+        if engine == "auto" and self.device is not None:
+            engine = "torch"
+        return resolve_engine(engine, X)
+
+    def _make_executor(self, X: Any, sample_weight: Any):
+        engine = self._engine_name(X)
+        options = {"chunk_size": self.chunk_size, "device": self.device}
+        if engine in IN_MEMORY_ENGINES:
+            X, w = self._validate_fit_data(X, sample_weight)
+            return make_executor(engine, X, w, **options)
+        # out-of-core and device engines check their own source
+        for name in ("n_features_in_", "feature_names_in_"):
+            if hasattr(self, name):
+                delattr(self, name)
+        executor = make_executor(engine, X, sample_weight, dtype=self.dtype, **options)
+        if executor.n_samples < self.n_components:
+            raise ValueError(
+                f"Expected n_samples >= n_components but got n_components = "
+                f"{self.n_components}, n_samples = {executor.n_samples}"
+            )
+        self.n_features_in_ = executor.n_features
+        return executor
+
+    def _validate_predict_data(self, X) -> NDArray:
+        check_is_fitted(self)
+        X = validate_data(self, X, dtype=_FLOATS, reset=False)
+        return X
+
+    # ------------------------------------------------------------------ fitting
+    def fit(self, X: ArrayLike, y: Any = None, sample_weight: ArrayLike | None = None):
+        """Estimate the parameters with EM.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Training data.
+        y : Ignored
+            Present for API consistency.
+        sample_weight : array-like of shape (n_samples,), default=None
+            Non-negative row weights with the meaning of repeated observations: weight 0
+            drops the row, integer weight w counts it w times.
+
+        Returns
+        -------
+        self : GaussianMixture
+            The fitted estimator.
+        """
+        model = self._check_parameters()
+        executor = self._make_executor(X, sample_weight)
+        d = executor.n_features
+        user = self._user_init(model, d)
+        warm = self.warm_start and hasattr(self, "converged_")
+        rng = check_random_state(self.random_state)
+
+        def starts(i: int) -> MixtureParams:
+            if warm:
+                return self._fitted_params()
+            if self.verbose:
+                print(f"Initialization {i}")
+            return self._initial_params(executor, model, user, rng)
+
+        start_time = [time.perf_counter()]
+
+        def report(p: EMProgress) -> None:
+            if self.verbose >= 2 and p.iteration % self.verbose_interval == 0:
+                now = time.perf_counter()
+                print(
+                    f"  Iteration {p.iteration}\t time lapse {now - start_time[0]:.5f}s\t "
+                    f"ll change {p.change:.5f}"
+                )
+                start_time[0] = now
+
+        result = best_of(
+            executor,
+            starts,
+            1 if warm else self.n_init,
+            reg_covar=float(self.reg_covar),
+            tol=float(self.tol),
+            max_iter=int(self.max_iter),
+            callback=report if self.verbose >= 2 else None,
+            start_lower_bound=self.lower_bound_ if warm else -np.inf,
+        )
+        if self.verbose:
+            state = "converged" if result.converged else "did not converge"
+            print(f"Initialization {state}. lower bound {result.lower_bound:.5f}")
+        if not result.converged and self.max_iter > 0:
+            warnings.warn(
+                "Best performing initialization did not converge. Try different init "
+                "parameters, or increase max_iter, tol, or check for degenerate data.",
+                ConvergenceWarning,
+                stacklevel=2,
+            )
+        self._set_fitted(result.params, executor.dtype)
+        self.converged_ = bool(result.converged)
+        self.n_iter_ = int(result.n_iter)
+        self.lower_bound_ = float(result.lower_bound)
+        self.lower_bounds_ = [float(v) for v in result.lower_bounds]
+        return self
+
+    def _initial_params(self, executor, model, user, rng) -> MixtureParams:
+        K = self.n_components
+        if {"weights", "means", "precisions_cholesky"} <= user.keys():
+            base = None  # everything given: the data-driven start would be thrown away
+        else:
+            X0, w0 = executor.init_data(None, rng)
+            base = initial_params(
+                self.init_params, X0, w0, K, model, float(self.reg_covar), rng
+            )
+        weights = user.get("weights", None if base is None else base.weights)
+        means = user.get("means", None if base is None else base.means)
+        if "precisions_cholesky" in user:
+            return MixtureParams.from_precisions_cholesky(
+                weights, means, user["precisions_cholesky"], model
+            )
+        return MixtureParams.from_covariances(
+            weights, means, base.covariances, model, reg_covar=float(self.reg_covar)
+        )
+
+    def _set_fitted(self, params: MixtureParams, dtype) -> None:
+        cast = np.dtype(dtype).type
+        self.weights_ = params.weights.astype(cast)
+        self.means_ = params.means.astype(cast)
+        self.covariances_ = params.covariances.astype(cast)
+        self.precisions_cholesky_ = params.precisions_cholesky.astype(cast)
+        self.precisions_ = params.precisions.astype(cast)
+
+    def _fitted_params(self) -> MixtureParams:
+        return MixtureParams.from_precisions_cholesky(
+            self.weights_,
+            self.means_,
+            self.precisions_cholesky_,
+            self.covariance_type,
+            covariances=self.covariances_,
+        )
+
+    def fit_predict(
+        self, X: ArrayLike, y: Any = None, sample_weight: ArrayLike | None = None
+    ) -> NDArray:
+        """Fit, then return the most probable component of each row of ``X``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : Ignored
+        sample_weight : array-like of shape (n_samples,), default=None
+
+        Returns
+        -------
+        labels : ndarray of shape (n_samples,)
+            Equal to ``fit(X).predict(X)``.
+        """
+        return self.fit(X, sample_weight=sample_weight).predict(X)
+
+    # ------------------------------------------------------------------ probabilities
+    def log_joint(self, X: ArrayLike) -> NDArray:
+        """Joint log-probabilities ``log p(x, z=k) = log φ_k + log N(x; μ_k, Σ_k)``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        log_joint : ndarray of shape (n_samples, n_components)
+        """
+        X = self._validate_predict_data(X)
+        return _mixture.log_joint(self._fitted_params(), X)
+
+    def score_samples(self, X: ArrayLike) -> NDArray:
+        """Log-density ``log p(x) = log Σ_k φ_k N(x; μ_k, Σ_k)`` of each row.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        log_prob : ndarray of shape (n_samples,)
+        """
+        X = self._validate_predict_data(X)
+        return _mixture.score_samples(self._fitted_params(), X)
+
+    def score(self, X: ArrayLike, y: Any = None) -> float:
+        """Mean log-likelihood per sample.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : Ignored
+
+        Returns
+        -------
+        log_likelihood : float
+        """
+        return float(self.score_samples(X).mean())
+
+    def predict_proba(self, X: ArrayLike) -> NDArray:
+        """Posterior probabilities (responsibilities) ``p(z=k | x)``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        resp : ndarray of shape (n_samples, n_components)
+            Rows sum to one.
+        """
+        X = self._validate_predict_data(X)
+        return _mixture.predict_proba(self._fitted_params(), X)
+
+    def predict(self, X: ArrayLike) -> NDArray:
+        """Most probable component of each row.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        labels : ndarray of shape (n_samples,)
+        """
+        X = self._validate_predict_data(X)
+        return _mixture.predict(self._fitted_params(), X)
+
+    def sample(self, n_samples: int = 1) -> tuple[NDArray, NDArray]:
+        """Draw from the fitted mixture: z ~ Categorical(φ), then x | z ~ N(μ_z, Σ_z).
+
+        Parameters
+        ----------
+        n_samples : int, default=1
+
+        Returns
+        -------
+        X : ndarray of shape (n_samples, n_features)
+        labels : ndarray of shape (n_samples,)
+            Component of each row.
+        """
+        check_is_fitted(self)
+        if not isinstance(n_samples, numbers.Integral) or n_samples < 1:
+            raise ValueError(
+                f"Invalid value for 'n_samples': {n_samples!r}. The sampling requires at "
+                "least one sample."
+            )
+        rng = check_random_state(self.random_state)
+        X, labels = _mixture.sample(self._fitted_params(), int(n_samples), rng)
+        return X.astype(self.means_.dtype, copy=False), labels
+
+    # ------------------------------------------------------------------ model selection
+    def _n_parameters(self) -> int:
+        K, d = self.means_.shape
+        return get_model(self.covariance_type).n_parameters(K, d) + K * d + K - 1
+
+    def bic(self, X: ArrayLike) -> float:
+        """Bayesian information criterion, ``-2 log L + p log N`` (lower is better).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        bic : float
+        """
+        n = np.shape(X)[0]
+        return float(-2 * self.score(X) * n + self._n_parameters() * np.log(n))
+
+    def aic(self, X: ArrayLike) -> float:
+        """Akaike information criterion, ``-2 log L + 2 p`` (lower is better).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        aic : float
+        """
+        n = np.shape(X)[0]
+        return float(-2 * self.score(X) * n + 2 * self._n_parameters())
+
+    def icl(self, X: ArrayLike) -> float:
+        """Integrated completed likelihood, in scikit-learn's lower-is-better sign.
+
+        mclust defines ``ICL = BIC + 2 Σ_n log max_k r_nk`` with its BIC = 2 log L - p log N
+        (higher is better). Negated into the convention of :meth:`bic`:
+        ``icl(X) = bic(X) - 2 Σ_n log max_k r_nk``, so ``icl(X) >= bic(X)``, the gap growing
+        with the uncertainty of the classification.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        icl : float
+        """
+        Xv = self._validate_predict_data(X)
+        return self.bic(Xv) - 2.0 * _mixture.log_resp_max(self._fitted_params(), Xv)
+
+    # ------------------------------------------------------------------ construction, I/O
+    @classmethod
+    def from_parameters(
+        cls,
+        weights: ArrayLike,
+        means: ArrayLike,
+        covariances: ArrayLike,
+        covariance_type: str = "full",
+        **kwargs: Any,
+    ) -> GaussianMixture:
+        """A fitted mixture with known parameters (to sample from or evaluate).
+
+        Parameters
+        ----------
+        weights : array-like of shape (n_components,)
+            Non-negative, summing to one within 1e-6 (renormalised exactly).
+        means : array-like of shape (n_components, n_features)
+        covariances : array-like
+            Shaped as ``covariance_type`` requires; symmetric positive definite.
+        covariance_type : {"full", "tied", "diag", "spherical"}, default="full"
+        **kwargs
+            Further constructor parameters (e.g. ``random_state`` for :meth:`sample`).
+
+        Returns
+        -------
+        model : GaussianMixture
+            ``converged_`` is True, ``n_iter_`` is 0 and ``lower_bound_`` is NaN.
+        """
+        model = get_model(covariance_type)
+        means = np.asarray(means, dtype=np.float64)
+        if means.ndim != 2 or means.shape[0] < 1 or means.shape[1] < 1:
+            raise ValueError(f"means must have shape (n_components, n_features), got {means.shape}")
+        if not np.all(np.isfinite(means)):
+            raise ValueError("means must contain only finite values")
+        K, d = means.shape
+        est = cls(n_components=K, covariance_type=model.name, **kwargs)
+        est.weights_init = weights
+        weights = est._user_init(model, d)["weights"]
+        est.weights_init = None
+        covariances = model.validate(covariances, K, d)
+        params = MixtureParams.from_covariances(weights, means, covariances, model)
+        est._set_fitted(params, np.float64)
+        est.n_features_in_ = d
+        est.converged_ = True
+        est.n_iter_ = 0
+        est.lower_bound_ = float("nan")
+        est.lower_bounds_ = []
+        return est
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the fitted model to ``path`` (``.npz`` arrays + JSON metadata, no pickle).
+
+        Parameters
+        ----------
+        path : str or path-like
+            Destination; written atomically (a temporary file renamed on success).
+        """
+        from gaussmix.persist import save
+
+        save(self, path)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = False
+        return tags
