@@ -6,6 +6,7 @@ import numbers
 import os
 import time
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -20,7 +21,7 @@ from gaussmix._covariance import COVARIANCE_MODELS, CovarianceModel, get_model
 from gaussmix._em import EMProgress, best_of
 from gaussmix._init import INIT_METHODS, initial_params
 from gaussmix._params import MixtureParams
-from gaussmix.backends import IN_MEMORY_ENGINES, make_executor, resolve_engine
+from gaussmix.backends import IN_MEMORY_ENGINES, engine_module, make_executor, resolve_engine
 
 __all__ = ["GaussianMixture"]
 
@@ -296,18 +297,29 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         return X
 
     # ------------------------------------------------------------------ fitting
-    def fit(self, X: ArrayLike, y: Any = None, sample_weight: ArrayLike | None = None):
+    def fit(
+        self,
+        X: ArrayLike,
+        y: Any = None,
+        sample_weight: ArrayLike | None = None,
+        *,
+        callback: Callable[[EMProgress], None] | None = None,
+    ):
         """Estimate the parameters with EM.
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features)
-            Training data.
+        X : array-like of shape (n_samples, n_features), or a data source
+            Training data: an array, or whatever the chosen engine reads (a file path for
+            ``engine="stream"``, a Dask array or DataFrame, a torch tensor).
         y : Ignored
             Present for API consistency.
         sample_weight : array-like of shape (n_samples,), default=None
             Non-negative row weights with the meaning of repeated observations: weight 0
             drops the row, integer weight w counts it w times.
+        callback : callable, optional
+            Called with a :class:`gaussmix.EMProgress` after every EM iteration (progress
+            bars, logging); its return value is ignored.
 
         Returns
         -------
@@ -331,6 +343,8 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         start_time = [time.perf_counter()]
 
         def report(p: EMProgress) -> None:
+            if callback is not None:
+                callback(p)
             if self.verbose >= 2 and p.iteration % self.verbose_interval == 0:
                 now = time.perf_counter()
                 print(
@@ -346,7 +360,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             reg_covar=float(self.reg_covar),
             tol=float(self.tol),
             max_iter=int(self.max_iter),
-            callback=report if self.verbose >= 2 else None,
+            callback=report if (self.verbose >= 2 or callback is not None) else None,
             start_lower_bound=self.lower_bound_ if warm else -np.inf,
         )
         if self.verbose:
@@ -432,8 +446,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         -------
         log_joint : ndarray of shape (n_samples, n_components)
         """
-        X = self._validate_predict_data(X)
-        return _mixture.log_joint(self._fitted_params(), X)
+        return self._predict_op(X, "log_joint")
 
     def score_samples(self, X: ArrayLike) -> NDArray:
         """Log-density ``log p(x) = log Σ_k φ_k N(x; μ_k, Σ_k)`` of each row.
@@ -446,8 +459,23 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         -------
         log_prob : ndarray of shape (n_samples,)
         """
+        return self._predict_op(X, "score_samples")
+
+    def _predict_op(self, X: Any, op: str) -> Any:
+        """Row-wise ``op`` of :mod:`gaussmix._mixture`, run where the input lives.
+
+        In-memory arrays go through the numpy maths; other inputs (Dask collections, torch
+        tensors, file paths) go to their engine module's ``predict_op(estimator, X, op)``,
+        which returns the same kind of object it was given (lazy for Dask).
+        """
+        check_is_fitted(self)
+        engine = resolve_engine("auto", X)
+        if self.device is not None and engine in IN_MEMORY_ENGINES:
+            engine = "torch"
+        if engine not in IN_MEMORY_ENGINES:
+            return engine_module(engine).predict_op(self, X, op)
         X = self._validate_predict_data(X)
-        return _mixture.score_samples(self._fitted_params(), X)
+        return getattr(_mixture, op)(self._fitted_params(), X)
 
     def score(self, X: ArrayLike, y: Any = None) -> float:
         """Mean log-likelihood per sample.
@@ -475,8 +503,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         resp : ndarray of shape (n_samples, n_components)
             Rows sum to one.
         """
-        X = self._validate_predict_data(X)
-        return _mixture.predict_proba(self._fitted_params(), X)
+        return self._predict_op(X, "predict_proba")
 
     def predict(self, X: ArrayLike) -> NDArray:
         """Most probable component of each row.
@@ -489,8 +516,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         -------
         labels : ndarray of shape (n_samples,)
         """
-        X = self._validate_predict_data(X)
-        return _mixture.predict(self._fitted_params(), X)
+        return self._predict_op(X, "predict")
 
     def sample(self, n_samples: int = 1) -> tuple[NDArray, NDArray]:
         """Draw from the fitted mixture: z ~ Categorical(φ), then x | z ~ N(μ_z, Σ_z).

@@ -126,11 +126,15 @@ def resolve_engine(engine: str, X: Any) -> str:
     return "numpy"
 
 
+def engine_module(name: str):
+    """The module implementing engine ``name`` (imported now)."""
+    return importlib.import_module(_REGISTRY[name][0])
+
+
 def make_executor(engine: str, X: Any, sample_weight: Any = None, **options: Any) -> Executor:
     """Build the executor for ``engine`` (``"auto"`` resolved against ``X``)."""
     name = resolve_engine(engine, X)
-    module, attr = _REGISTRY[name]
-    factory = getattr(importlib.import_module(module), attr)
+    factory = getattr(engine_module(name), _REGISTRY[name][1])
     return factory(X, sample_weight, **options)
 
 
