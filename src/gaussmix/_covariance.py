@@ -404,8 +404,7 @@ def _collapsed(k: int, reg_covar: float | None, covariances: NDArray) -> Collaps
 
 
 COVARIANCE_MODELS: dict[str, CovarianceModel] = {
-    m.name: m
-    for m in (FullCovariance(), TiedCovariance(), DiagCovariance(), SphericalCovariance())
+    m.name: m for m in (FullCovariance(), TiedCovariance(), DiagCovariance(), SphericalCovariance())
 }
 
 

@@ -136,9 +136,7 @@ class MultivariateNormal:
         elif X.ndim == 1:
             X = X[None, :]
         if X.ndim != 2 or X.shape[1] != self.n_features:
-            raise ValueError(
-                f"X must have shape (n_samples, {self.n_features}), got {np.shape(X)}"
-            )
+            raise ValueError(f"X must have shape (n_samples, {self.n_features}), got {np.shape(X)}")
         return X
 
     def logpdf(self, X: ArrayLike) -> NDArray:
@@ -224,9 +222,7 @@ class MultivariateNormal:
         else:
             w = np.asarray(sample_weight, dtype=np.float64)
             if w.shape != (X.shape[0],):
-                raise ValueError(
-                    f"sample_weight must have shape ({X.shape[0]},), got {w.shape}"
-                )
+                raise ValueError(f"sample_weight must have shape ({X.shape[0]},), got {w.shape}")
             if not np.all(np.isfinite(w)) or np.any(w < 0):
                 raise ValueError("sample_weight must be finite and non-negative")
         total = w.sum()

@@ -1,9 +1,11 @@
 """Initial parameters: k-means, k-means++, random responsibilities, random data points.
 
 All methods work on rows in memory (the whole data, or a sample that a streaming or Dask
-executor hands over) and honour sample weights so that an integer weight w behaves like w
-repeated rows: every random draw over rows is an inverse-CDF draw on the cumulative weights,
-which picks the same row whether it is weighted or repeated.
+executor hands over) and honour sample weights. For "kmeans" and "k-means++" an integer weight
+w behaves exactly like w repeated rows, whatever the row order: every random draw over rows is
+an inverse-CDF draw on cumulative weights taken in a canonical order of the rows (sorted by a
+hash of their bits), so the same uniform number picks the same point whether it is weighted,
+repeated or shuffled. "random" and "random_from_data" draw per row and have no such property.
 """
 
 from __future__ import annotations
@@ -29,9 +31,41 @@ def _weights(X: NDArray, sample_weight: NDArray | None) -> NDArray:
 
 
 def _draw_rows(cum_weights: NDArray, u: NDArray) -> NDArray:
-    """Rows whose cumulative-weight interval holds ``u`` (inverse-CDF sampling)."""
+    """Positions whose cumulative-weight interval holds ``u`` (inverse-CDF sampling)."""
     idx = np.searchsorted(cum_weights, u, side="right")
     return np.minimum(idx, cum_weights.shape[0] - 1)
+
+
+# odd 64-bit multipliers of the row hash (fixed: the order must not depend on a seed)
+_HASH_MULT = np.array(
+    [0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9, 0xD6E8FEB86659FD93],
+    dtype=np.uint64,
+)
+
+
+def canonical_order(X: NDArray) -> NDArray:
+    """A permutation that sorts rows by a hash of their values.
+
+    Identical rows get identical hashes, hence end up next to each other, and the order does
+    not depend on where the rows were in ``X``: draws made along this order are invariant to
+    shuffling and to replacing a weighted row by repeated copies.
+
+    Parameters
+    ----------
+    X : ndarray of shape (n_samples, n_features)
+
+    Returns
+    -------
+    order : ndarray of shape (n_samples,)
+    """
+    # + 0.0 maps -0.0 to 0.0 so equal values have equal bits
+    bits = np.ascontiguousarray(X.astype(np.float64) + 0.0).view(np.uint64)
+    h = np.zeros(X.shape[0], dtype=np.uint64)
+    for j in range(X.shape[1]):
+        h ^= bits[:, j] * _HASH_MULT[j % 4] + np.uint64(j)
+        h ^= h >> np.uint64(29)
+        h *= _HASH_MULT[(j + 1) % 4]
+    return np.argsort(h, kind="stable")
 
 
 def _sq_dist_to(X: NDArray, center: NDArray) -> NDArray:
@@ -65,24 +99,23 @@ def kmeans_plusplus(
         Rows chosen as centres.
     """
     w = _weights(X, sample_weight)
-    n = X.shape[0]
     if n_local_trials is None:
         n_local_trials = 2 + int(np.log(n_clusters))
     X64 = X.astype(np.float64, copy=False)
-    cum = np.cumsum(w)
-    first = int(_draw_rows(cum, random_state.uniform(0, cum[-1], size=1))[0])
+    order = canonical_order(X64)
+    cum = np.cumsum(w[order])
+    first = int(order[_draw_rows(cum, random_state.uniform(0, cum[-1], size=1))[0]])
     indices = [first]
     closest = _sq_dist_to(X64, X64[first])
     potential = float(w @ closest)
     for _ in range(1, n_clusters):
         if potential <= 0:
-            # every row coincides with a centre: take any unused positive-weight row
-            unused = np.setdiff1d(np.flatnonzero(w > 0), indices)
-            pool = unused if unused.size else np.arange(n)
-            indices.append(int(pool[random_state.randint(pool.size)]))
+            # every row coincides with a centre: repeat one (k-means will empty it)
+            indices.append(first)
             continue
-        cum = np.cumsum(w * closest)
-        candidates = _draw_rows(cum, random_state.uniform(0, cum[-1], size=n_local_trials))
+        cum = np.cumsum((w * closest)[order])
+        u = random_state.uniform(0, cum[-1], size=n_local_trials)
+        candidates = order[_draw_rows(cum, u)]
         best_pot, best_idx, best_dist = np.inf, -1, closest
         for c in candidates:
             dist = np.minimum(closest, _sq_dist_to(X64, X64[c]))

@@ -56,9 +56,7 @@ class SuffStats:
     n_samples: int
 
     @classmethod
-    def zeros(
-        cls, shift: NDArray, moment: Literal["full", "diag"]
-    ) -> SuffStats:
+    def zeros(cls, shift: NDArray, moment: Literal["full", "diag"]) -> SuffStats:
         """Statistics of no rows (the neutral element of ``+``)."""
         K, d = shift.shape
         sxx = np.zeros((K, d, d) if moment == "full" else (K, d))
@@ -195,6 +193,4 @@ def m_step(stats: SuffStats, model: CovarianceModel, reg_covar: float) -> Mixtur
         scatter = stats.sxx - nk[:, None] * delta * delta
     covariances = model.from_scatter(nk, scatter, reg_covar)
     weights = nk / nk.sum()
-    return MixtureParams.from_covariances(
-        weights, means, covariances, model, reg_covar=reg_covar
-    )
+    return MixtureParams.from_covariances(weights, means, covariances, model, reg_covar=reg_covar)

@@ -223,8 +223,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
                 out["precisions_cholesky"] = model.precision_cholesky_from_precisions(p)
             except ValueError:
                 raise ValueError(
-                    f"precisions_init must be positive definite for covariance_type "
-                    f"'{model.name}'"
+                    f"precisions_init must be positive definite for covariance_type '{model.name}'"
                 ) from None
         return out
 
@@ -259,6 +258,8 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             if np.any(w < 0):
                 raise ValueError("sample_weight must be non-negative")
             positive = int(np.count_nonzero(w))
+            if positive == 0:
+                raise ValueError("sample_weight is zero for every row: nothing to fit")
             if positive < self.n_components:
                 raise ValueError(
                     f"sample_weight has {positive} positive entries, fewer than "
@@ -386,9 +387,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             base = None  # everything given: the data-driven start would be thrown away
         else:
             X0, w0 = executor.init_data(None, rng)
-            base = initial_params(
-                self.init_params, X0, w0, K, model, float(self.reg_covar), rng
-            )
+            base = initial_params(self.init_params, X0, w0, K, model, float(self.reg_covar), rng)
         weights = user.get("weights", None if base is None else base.weights)
         means = user.get("means", None if base is None else base.means)
         if "precisions_cholesky" in user:

@@ -25,7 +25,6 @@ __all__ = ["FORMAT_VERSION", "load", "save"]
 
 FORMAT = "gaussmix-model"
 FORMAT_VERSION = 1
-_ARRAYS = ("weights", "means", "covariances", "precisions_cholesky")
 _INIT_ARRAYS = ("weights_init", "means_init", "precisions_init")
 _MAX_META = 1 << 20
 
@@ -64,6 +63,7 @@ def save(estimator, path: str | os.PathLike) -> None:
         "means": estimator.means_,
         "covariances": estimator.covariances_,
         "precisions_cholesky": estimator.precisions_cholesky_,
+        "precisions": estimator.precisions_,
         "lower_bounds": np.asarray(estimator.lower_bounds_, dtype=np.float64),
         **init_arrays,
     }
@@ -139,6 +139,7 @@ def _expected_shapes(meta: dict) -> dict[str, tuple[int, ...]]:
         "means": (K, d),
         "covariances": cov_shape,
         "precisions_cholesky": cov_shape,
+        "precisions": cov_shape,
         "lower_bounds": (int(meta["arrays"]["lower_bounds"][0]),),
     }
 
@@ -214,10 +215,7 @@ def load(path: str | os.PathLike):
     est.means_ = arrays["means"].astype(dtype)
     est.covariances_ = arrays["covariances"].astype(dtype)
     est.precisions_cholesky_ = arrays["precisions_cholesky"].astype(dtype)
-    model = get_model(est.covariance_type)
-    est.precisions_ = model.precisions(arrays["precisions_cholesky"].astype(np.float64)).astype(
-        dtype
-    )
+    est.precisions_ = arrays["precisions"].astype(dtype)
     est.converged_ = bool(meta["converged"])
     est.n_iter_ = int(meta["n_iter"])
     est.lower_bound_ = float(meta["lower_bound"])

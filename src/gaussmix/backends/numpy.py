@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-import numpy as np
 from numpy.typing import NDArray
 
 from gaussmix._params import MixtureParams
