@@ -58,11 +58,11 @@ def canonical_order(X: NDArray) -> NDArray:
     -------
     order : ndarray of shape (n_samples,)
     """
-    # + 0.0 maps -0.0 to 0.0 so equal values have equal bits
-    bits = np.ascontiguousarray(X.astype(np.float64) + 0.0).view(np.uint64)
     h = np.zeros(X.shape[0], dtype=np.uint64)
     for j in range(X.shape[1]):
-        h ^= bits[:, j] * _HASH_MULT[j % 4] + np.uint64(j)
+        # one column at a time: no copy of X; + 0.0 maps -0.0 to 0.0 so equal values hash equal
+        bits = (X[:, j].astype(np.float64) + 0.0).view(np.uint64)
+        h ^= bits * _HASH_MULT[j % 4] + np.uint64(j)
         h ^= h >> np.uint64(29)
         h *= _HASH_MULT[(j + 1) % 4]
     return np.argsort(h, kind="stable")
