@@ -415,6 +415,41 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             covariances=self.covariances_,
         )
 
+    def partial_fit(
+        self, X: ArrayLike, y: Any = None, sample_weight: ArrayLike | None = None
+    ) -> GaussianMixture:
+        """One step of online (stepwise) EM on a batch of rows.
+
+        Keeps running sufficient statistics ``s_t = (1 - ρ_t) s_{t-1} + ρ_t stats(X_t) / w_t``
+        (``w_t`` the batch's total weight) with ``ρ_t = (t + 1) ** -0.6`` for the ``t``-th
+        batch (0-based), then takes an M-step (Cappé & Moulines 2009; details in
+        :mod:`gaussmix._online`). On a stationary stream the parameters converge to those of
+        batch EM on all the rows. The first call initialises from its batch with
+        ``init_params`` (or ``weights_init``/``means_init``/``precisions_init``); on an
+        estimator fitted by :meth:`fit`, the first call starts from the fitted parameters
+        instead, and a later :meth:`fit` restarts the average.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            One batch; the first needs ``n_samples >= n_components``.
+        y : Ignored
+            Present for API consistency.
+        sample_weight : array-like of shape (n_samples,), default=None
+            Non-negative row weights; the batch's statistics are divided by their sum.
+
+        Returns
+        -------
+        self : GaussianMixture
+            Updated; ``n_iter_`` counts the batches, ``lower_bound_`` is the mean
+            log-likelihood of this batch under the parameters before the update,
+            ``lower_bounds_`` lists it for every batch, ``converged_`` is False (online EM
+            has no stopping rule).
+        """
+        from gaussmix._online import partial_fit
+
+        return partial_fit(self, X, sample_weight)
+
     def fit_predict(
         self, X: ArrayLike, y: Any = None, sample_weight: ArrayLike | None = None
     ) -> NDArray:
