@@ -1,0 +1,403 @@
+"""Fused Triton kernels for one chunk's E-step and sufficient statistics.
+
+Imported only by :mod:`gaussmix.backends.torch`, and only when triton is importable and the
+device is CUDA (or ``TRITON_INTERPRET=1``, which runs the same kernels on CPU tensors for the
+tests). The plain torch path of that module is the reference these kernels must equal.
+
+Two kernels per chunk, neither of which materialises an (rows, K, d) array:
+
+``_responsibilities_kernel`` (one program per block of rows)
+    For each component ``k``: ``diff = x - μ_k``, ``y = diff P_k`` (a ``tl.dot`` for d >= 16,
+    a broadcast product below that), ``log p(x, k) = c_k - |y|²/2``, kept in a
+    (rows, K) register tile; then log-sum-exp, responsibilities times the row weight, written
+    transposed as (K, rows) so that the next kernel reads each component's column contiguously,
+    and the block's ``Σ w log p(x)``.
+
+``_statistics_kernel`` (one program per component and slice of rows)
+    ``diff = x - s_k`` around the component's shift, then ``Σ r``, ``Σ r diff`` and
+    ``Σ r diff diffᵀ`` (a ``tl.dot`` of the r-scaled and plain tiles for d >= 16) or its
+    diagonal, accumulated in float32 registers over the slice and written as per-slice partial
+    sums, which the caller adds in float64.
+
+Storing the (K, rows) responsibilities costs 8·K bytes per row of memory traffic; recomputing
+them in the second kernel would cost the Mahalanobis products again (2·K·d² flops per row),
+which is dearer for every d above a few.
+
+Precision: float32 only (float64 data takes the torch path). Matrix products use IEEE float32
+FMA by default; ``tf32=True`` lets them use TF32 tensor cores, faster for large d·K, at about
+1e-3 relative error in each Mahalanobis term — enough for the responsibilities, not for the
+1e-4 log-likelihood agreement that the default keeps.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import triton
+import triton.language as tl
+from numpy.typing import NDArray
+
+from gaussmix._gaussian import LOG_2PI
+from gaussmix._params import MixtureParams
+
+__all__ = ["MAX_COMPONENTS", "MAX_FEATURES", "TritonParams", "e_step_chunk", "supported"]
+
+#: largest K and d the kernels take (register tiles of K_PAD per row, d_pad² per program)
+MAX_COMPONENTS = 256
+MAX_FEATURES = 64
+# at and above this padded d the products go through tl.dot (which needs 16 x 16 tiles)
+_DOT_MIN_D = 16
+
+
+def supported(n_features: int, n_components: int | None, dtype: torch.dtype) -> bool:
+    """Whether the fused kernels take this shape and dtype (else use the torch path).
+
+    Parameters
+    ----------
+    n_features : int
+    n_components : int or None
+        None: K not known yet (only d and dtype are checked).
+    dtype : torch.dtype
+    """
+    return (
+        dtype == torch.float32
+        and 1 <= n_features <= MAX_FEATURES
+        and (n_components is None or 1 <= n_components <= MAX_COMPONENTS)
+    )
+
+
+@dataclass(frozen=True)
+class TritonParams:
+    """Kernel inputs on the device, float32, contiguous.
+
+    Attributes
+    ----------
+    means : Tensor of shape (K, d)
+    factors : Tensor of shape (K, d, d) or (K, d)
+        Per-component precision Cholesky: full matrices ("full", and "tied" broadcast), or
+        diagonals ("diag", and "spherical" broadcast).
+    full_factor : bool
+        Whether ``factors`` are matrices.
+    log_const : Tensor of shape (K,)
+        ``log φ_k + log det P_k - d/2 log 2π``.
+    shift : Tensor of shape (K, d)
+    full_moment : bool
+        Accumulate (K, d, d) scatter (else its (K, d) diagonal).
+    """
+
+    means: torch.Tensor
+    factors: torch.Tensor
+    full_factor: bool
+    log_const: torch.Tensor
+    shift: torch.Tensor
+    full_moment: bool
+
+    @classmethod
+    def of(cls, params: MixtureParams, shift: NDArray, device: torch.device) -> TritonParams:
+        K, d = params.n_components, params.n_features
+        kind = params.model.name
+        pc = params.precisions_cholesky
+        if kind == "tied":
+            pc = np.broadcast_to(pc, (K, d, d))
+        elif kind == "spherical":
+            pc = np.broadcast_to(pc[:, None], (K, d))
+        with np.errstate(divide="ignore"):
+            log_const = (
+                np.log(params.weights) + params.log_det_precision_cholesky - 0.5 * d * LOG_2PI
+            )
+
+        def put(a):
+            return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)).to(device)
+
+        return cls(
+            means=put(params.means),
+            factors=put(pc),
+            full_factor=kind in ("full", "tied"),
+            log_const=put(log_const),
+            shift=put(shift),
+            full_moment=params.model.moment == "full",
+        )
+
+
+@triton.jit
+def _responsibilities_kernel(
+    X,
+    W,
+    MEANS,
+    FACTORS,
+    LOG_CONST,
+    RESP_T,
+    LL_PART,
+    n_rows,
+    n_features,
+    n_components,
+    stride_x,
+    HAS_W: tl.constexpr,
+    FULL_FACTOR: tl.constexpr,
+    USE_DOT: tl.constexpr,
+    TF32: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    D_PAD: tl.constexpr,
+    K_PAD: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    rows = pid * BLOCK_N + tl.arange(0, BLOCK_N)
+    row_ok = rows < n_rows
+    cols = tl.arange(0, D_PAD)
+    col_ok = cols < n_features
+    x = tl.load(
+        X + rows[:, None] * stride_x + cols[None, :],
+        mask=row_ok[:, None] & col_ok[None, :],
+        other=0.0,
+    )
+    kcols = tl.arange(0, K_PAD)
+    log_joint = tl.full((BLOCK_N, K_PAD), float("-inf"), tl.float32)
+    for k in range(n_components):
+        mu = tl.load(MEANS + k * n_features + cols, mask=col_ok, other=0.0)
+        diff = x - mu[None, :]
+        if FULL_FACTOR:
+            # padded rows/columns of P are zero, so padded features add nothing
+            P = tl.load(
+                FACTORS + k * n_features * n_features + cols[:, None] * n_features + cols[None, :],
+                mask=col_ok[:, None] & col_ok[None, :],
+                other=0.0,
+            )
+            if USE_DOT:
+                if TF32:
+                    y = tl.dot(diff, P, input_precision="tf32")
+                else:
+                    y = tl.dot(diff, P, input_precision="ieee")
+            else:
+                y = tl.sum(diff[:, :, None] * P[None, :, :], axis=1)
+        else:
+            p = tl.load(FACTORS + k * n_features + cols, mask=col_ok, other=0.0)
+            y = diff * p[None, :]
+        maha = tl.sum(y * y, axis=1)
+        value = tl.load(LOG_CONST + k) - 0.5 * maha
+        log_joint = tl.where(kcols[None, :] == k, value[:, None], log_joint)
+    top = tl.max(log_joint, axis=1)
+    # a row whose every component has weight zero would give -inf - -inf; keep it finite
+    top = tl.where(top > float("-inf"), top, 0.0)
+    e = tl.exp(log_joint - top[:, None])
+    total = tl.sum(e, axis=1)
+    log_norm = top + tl.log(total)
+    resp = e / total[:, None]
+    if HAS_W:
+        w = tl.load(W + rows, mask=row_ok, other=0.0)
+        resp = resp * w[:, None]
+        ll = tl.sum(tl.where(row_ok, w * log_norm, 0.0), axis=0)
+    else:
+        ll = tl.sum(tl.where(row_ok, log_norm, 0.0), axis=0)
+    tl.store(
+        RESP_T + kcols[None, :] * n_rows + rows[:, None],
+        resp,
+        mask=row_ok[:, None] & (kcols[None, :] < n_components),
+    )
+    tl.store(LL_PART + pid, ll)
+
+
+@triton.jit
+def _statistics_kernel(
+    X,
+    RESP_T,
+    SHIFT,
+    NK_PART,
+    SX_PART,
+    SXX_PART,
+    n_rows,
+    n_features,
+    n_components,
+    stride_x,
+    rows_per_slice,
+    FULL_MOMENT: tl.constexpr,
+    USE_DOT: tl.constexpr,
+    TF32: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    D_PAD: tl.constexpr,
+):
+    k = tl.program_id(0)
+    piece = tl.program_id(1)
+    start = piece * rows_per_slice
+    stop = tl.minimum(start + rows_per_slice, n_rows)
+    cols = tl.arange(0, D_PAD)
+    col_ok = cols < n_features
+    s = tl.load(SHIFT + k * n_features + cols, mask=col_ok, other=0.0)
+    # per-lane partial sums over the slice, reduced once at the end (fewer rounding steps)
+    acc_nk = tl.zeros((BLOCK_N,), tl.float32)
+    acc_sx = tl.zeros((BLOCK_N, D_PAD), tl.float32)
+    if FULL_MOMENT:
+        acc_sxx = tl.zeros((D_PAD, D_PAD), tl.float32)
+    else:
+        acc_sxx = tl.zeros((BLOCK_N, D_PAD), tl.float32)
+    for first in range(start, stop, BLOCK_N):
+        rows = first + tl.arange(0, BLOCK_N)
+        row_ok = rows < stop
+        ok = row_ok[:, None] & col_ok[None, :]
+        x = tl.load(X + rows[:, None] * stride_x + cols[None, :], mask=ok, other=0.0)
+        r = tl.load(RESP_T + k * n_rows + rows, mask=row_ok, other=0.0)
+        diff = tl.where(ok, x - s[None, :], 0.0)
+        rdiff = diff * r[:, None]
+        acc_nk += r
+        acc_sx += rdiff
+        if FULL_MOMENT:
+            if USE_DOT:
+                if TF32:
+                    acc_sxx = tl.dot(tl.trans(rdiff), diff, acc_sxx, input_precision="tf32")
+                else:
+                    acc_sxx = tl.dot(tl.trans(rdiff), diff, acc_sxx, input_precision="ieee")
+            else:
+                acc_sxx += tl.sum(rdiff[:, :, None] * diff[:, None, :], axis=0)
+        else:
+            acc_sxx += rdiff * diff
+    slot = piece * n_components + k
+    tl.store(NK_PART + slot, tl.sum(acc_nk, axis=0))
+    tl.store(SX_PART + slot * n_features + cols, tl.sum(acc_sx, axis=0), mask=col_ok)
+    if FULL_MOMENT:
+        tl.store(
+            SXX_PART + slot * n_features * n_features + cols[:, None] * n_features + cols[None, :],
+            acc_sxx,
+            mask=col_ok[:, None] & col_ok[None, :],
+        )
+    else:
+        tl.store(SXX_PART + slot * n_features + cols, tl.sum(acc_sxx, axis=0), mask=col_ok)
+
+
+def _pow2(n: int, low: int = 1) -> int:
+    return max(low, triton.next_power_of_2(int(n)))
+
+
+def _programs_wanted(device: torch.device) -> int:
+    """About four resident programs per multiprocessor keep the second kernel's grid full."""
+    if device.type == "cuda":
+        return 4 * torch.cuda.get_device_properties(device).multi_processor_count
+    return 4
+
+
+def launch_shapes(n_rows: int, n_features: int, n_components: int, device: torch.device):
+    """Tile sizes and grids of both kernels (exposed for tests and benchmarks).
+
+    Returns
+    -------
+    shapes : dict
+        ``D_PAD``, ``K_PAD``, ``USE_DOT``, ``BLOCK_N`` of each kernel, the number of row
+        slices and rows per slice of the statistics kernel.
+    """
+    use_dot = _pow2(n_features) >= _DOT_MIN_D
+    d_pad = _pow2(n_features, _DOT_MIN_D if use_dot else 2)
+    k_pad = _pow2(n_components, 2)
+    # the (rows, K_PAD) log-joint tile and, without tl.dot, the (rows, d, d) broadcast product
+    # are the large register tiles: keep each near 4096-8192 float32 per program
+    block_resp = max(16, min(128, 4096 // k_pad))
+    if not use_dot:
+        block_resp = max(16, min(block_resp, 8192 // (d_pad * d_pad)))
+    block_stats = 64 if use_dot else max(16, min(128, 4096 // (d_pad * d_pad)))
+    slices = max(
+        1,
+        min(triton.cdiv(n_rows, block_stats), triton.cdiv(_programs_wanted(device), n_components)),
+    )
+    rows_per_slice = triton.cdiv(triton.cdiv(n_rows, slices), block_stats) * block_stats
+    slices = triton.cdiv(n_rows, rows_per_slice)
+    return dict(
+        D_PAD=d_pad,
+        K_PAD=k_pad,
+        USE_DOT=use_dot,
+        BLOCK_RESP=block_resp,
+        BLOCK_STATS=block_stats,
+        slices=slices,
+        rows_per_slice=rows_per_slice,
+    )
+
+
+def e_step_chunk(
+    Xc: torch.Tensor,
+    wc: torch.Tensor | None,
+    tp: TritonParams,
+    *,
+    tf32: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """E-step of one chunk with the fused kernels.
+
+    Parameters
+    ----------
+    Xc : Tensor of shape (rows, d), float32
+        Rows on the device (row stride arbitrary, columns contiguous).
+    wc : Tensor of shape (rows,) or None
+        Row weights.
+    tp : TritonParams
+    tf32 : bool, default=False
+        Allow TF32 tensor cores in the products.
+
+    Returns
+    -------
+    nk, sx, sxx, log_likelihood : float64 tensors on the device
+        Shapes (K,), (K, d), (K, d, d) or (K, d), and ().
+    """
+    if Xc.dtype != torch.float32:
+        raise TypeError(f"the Triton kernels take float32 rows, got {Xc.dtype}")
+    if Xc.stride(1) != 1:
+        Xc = Xc.contiguous()
+    n, d = Xc.shape
+    K = tp.means.shape[0]
+    if not supported(d, K, Xc.dtype):
+        raise ValueError(
+            f"the Triton kernels take 1 <= d <= {MAX_FEATURES} and K <= {MAX_COMPONENTS}, "
+            f"got d = {d}, K = {K}: use kernel='torch'"
+        )
+    dev = Xc.device
+    sh = launch_shapes(n, d, K, dev)
+    resp_t = torch.empty((K, n), dtype=torch.float32, device=dev)
+    grid_resp = triton.cdiv(n, sh["BLOCK_RESP"])
+    ll_part = torch.empty(grid_resp, dtype=torch.float32, device=dev)
+    w = None if wc is None else wc.to(torch.float32).contiguous()
+    _responsibilities_kernel[(grid_resp,)](
+        Xc,
+        Xc if w is None else w,
+        tp.means,
+        tp.factors,
+        tp.log_const,
+        resp_t,
+        ll_part,
+        n,
+        d,
+        K,
+        Xc.stride(0),
+        HAS_W=w is not None,
+        FULL_FACTOR=tp.full_factor,
+        USE_DOT=sh["USE_DOT"],
+        TF32=tf32,
+        BLOCK_N=sh["BLOCK_RESP"],
+        D_PAD=sh["D_PAD"],
+        K_PAD=sh["K_PAD"],
+    )
+    slices = sh["slices"]
+    nk_part = torch.empty((slices, K), dtype=torch.float32, device=dev)
+    sx_part = torch.empty((slices, K, d), dtype=torch.float32, device=dev)
+    sxx_shape = (slices, K, d, d) if tp.full_moment else (slices, K, d)
+    sxx_part = torch.empty(sxx_shape, dtype=torch.float32, device=dev)
+    _statistics_kernel[(K, slices)](
+        Xc,
+        resp_t,
+        tp.shift,
+        nk_part,
+        sx_part,
+        sxx_part,
+        n,
+        d,
+        K,
+        Xc.stride(0),
+        sh["rows_per_slice"],
+        FULL_MOMENT=tp.full_moment,
+        USE_DOT=sh["USE_DOT"],
+        TF32=tf32,
+        BLOCK_N=sh["BLOCK_STATS"],
+        D_PAD=sh["D_PAD"],
+    )
+    f64 = torch.float64
+    return (
+        nk_part.to(f64).sum(0),
+        sx_part.to(f64).sum(0),
+        sxx_part.to(f64).sum(0),
+        ll_part.to(f64).sum(),
+    )
