@@ -1,0 +1,232 @@
+"""The fused Triton kernels equal the torch reference path.
+
+On a machine without a GPU the kernels run under Triton's interpreter (``TRITON_INTERPRET=1``),
+which must be set before triton is first imported: the cases run in one subprocess (this file
+executed as a script) that prints its measurements as JSON, and the tests below check them.
+CUDA-only tests run the compiled kernels when a GPU is visible.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+COVARIANCE_TYPES = ["full", "tied", "diag", "spherical"]
+# (rows, d, K): d < 16 takes the broadcast products, d >= 16 tl.dot; 130 rows span several
+# row blocks and statistics slices with a ragged tail
+SHAPES = [(130, 3, 4), (70, 20, 3), (33, 1, 1)]
+FIELDS = ("nk", "sx", "sxx")
+
+
+def _random_params(covariance_type, K, d, rng):
+    from gaussmix._covariance import get_model
+    from gaussmix._params import MixtureParams
+
+    if covariance_type == "full":
+        A = rng.normal(size=(K, d, d))
+        cov = A @ A.transpose(0, 2, 1) / d + np.eye(d)
+    elif covariance_type == "tied":
+        A = rng.normal(size=(d, d))
+        cov = A @ A.T / d + np.eye(d)
+    elif covariance_type == "diag":
+        cov = rng.uniform(0.5, 2.0, (K, d))
+    else:
+        cov = rng.uniform(0.5, 2.0, K)
+    weights = rng.uniform(0.5, 1.0, K)
+    return MixtureParams.from_covariances(
+        weights / weights.sum(), rng.normal(0, 3, (K, d)), cov, get_model(covariance_type)
+    )
+
+
+def _relative_errors(got, ref) -> dict[str, float]:
+    out = {}
+    for field in FIELDS:
+        a, b = getattr(got, field), getattr(ref, field)
+        out[field] = float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-30))
+    out["log_likelihood"] = abs(got.log_likelihood - ref.log_likelihood) / abs(ref.log_likelihood)
+    out["finite"] = bool(all(np.all(np.isfinite(getattr(got, f))) for f in FIELDS))
+    return out
+
+
+def _case_name(covariance_type, shape, weighted):
+    n, d, K = shape
+    return f"{covariance_type}-n{n}-d{d}-K{K}-{'w' if weighted else 'nw'}"
+
+
+def run_cases(device: str = "cpu") -> dict[str, dict]:
+    """E-step statistics of the Triton kernels vs the float64 torch reference, per case.
+
+    The reference runs the same float32 rows in float64; the float32 torch path is measured
+    beside it, so that the Triton error can be compared with plain float32 rounding.
+    """
+    import torch
+
+    from gaussmix.backends.torch import TorchExecutor
+
+    torch.set_num_threads(1)
+    rng = np.random.default_rng(2024)
+    results: dict[str, dict] = {}
+    for covariance_type in COVARIANCE_TYPES:
+        for shape in SHAPES:
+            for weighted in (False, True):
+                n, d, K = shape
+                X = rng.normal(0, 3, (n, d)).astype(np.float32)
+                w = rng.uniform(0, 2, n) if weighted else None
+                params = _random_params(covariance_type, K, d, rng)
+                # a shift other than the means exercises the separate centring
+                shift = params.means + 0.25
+                ref = TorchExecutor(X.astype(np.float64), w, device=device, kernel="torch")
+                f32 = TorchExecutor(X, w, device=device, kernel="torch")
+                tri = TorchExecutor(X, w, device=device, kernel="triton")
+                expected = ref.e_step(params, shift=shift)
+                results[_case_name(covariance_type, shape, weighted)] = {
+                    "triton": _relative_errors(tri.e_step(params, shift=shift), expected),
+                    "torch32": _relative_errors(f32.e_step(params, shift=shift), expected),
+                    "kernel": tri.kernel,
+                }
+    # a strided view (every other row) and a short EM run through the estimator's driver
+    from gaussmix._em import run_em
+
+    X = rng.normal(0, 2, (400, 2)).astype(np.float32)
+    X[:200] += 6.0
+    params = _random_params("full", 2, 2, rng)
+    view = torch.from_numpy(X)[::2]
+    a = TorchExecutor(view, device=device, kernel="triton").e_step(params)
+    b = TorchExecutor(view.double().contiguous(), device=device, kernel="torch").e_step(params)
+    results["strided-view"] = {"triton": _relative_errors(a, b), "kernel": "triton"}
+    runs = {}
+    for kernel in ("triton", "torch"):
+        ex = TorchExecutor(X, device=device, kernel=kernel)
+        runs[kernel] = run_em(ex, params, reg_covar=1e-6, tol=0.0, max_iter=8).lower_bounds
+    results["em-run"] = {"triton": runs["triton"], "torch": runs["torch"]}
+    # TF32 products (tensor cores on a GPU; the interpreter computes them in float32)
+    X = rng.normal(0, 3, (64, 16)).astype(np.float32)
+    params = _random_params("full", 4, 16, rng)
+    a = TorchExecutor(X, device=device, kernel="triton", tf32=True).e_step(params)
+    b = TorchExecutor(X.astype(np.float64), device=device, kernel="torch").e_step(params)
+    results["tf32"] = {"triton": _relative_errors(a, b), "kernel": "triton"}
+    return results
+
+
+@pytest.fixture(scope="module")
+def interpreted():
+    """Results of :func:`run_cases` under the Triton interpreter, in a fresh process."""
+    pytest.importorskip("torch")
+    try:
+        import triton  # noqa: F401
+    except Exception as exc:  # triton missing or broken on this platform
+        pytest.skip(f"triton cannot be imported: {exc}")
+    env = dict(os.environ, TRITON_INTERPRET="1")
+    proc = subprocess.run(
+        [sys.executable, str(Path(__file__).resolve())],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+CASES = [_case_name(c, s, w) for c in COVARIANCE_TYPES for s in SHAPES for w in (False, True)]
+
+
+# one interpreter subprocess (~15 s) serves every test that uses `interpreted`
+@pytest.mark.slow
+@pytest.mark.parametrize("case", CASES)
+def test_interpreted_kernels_equal_torch_reference(interpreted, case):
+    result = interpreted[case]
+    assert result["kernel"] == "triton"
+    got, float32 = result["triton"], result["torch32"]
+    assert got["finite"]
+    for field in (*FIELDS, "log_likelihood"):
+        # float32 arithmetic against a float64 reference: within a few float32 roundings,
+        # and no worse than 10x the plain torch float32 path on the same rows
+        assert got[field] < 5e-6, (field, got[field])
+        assert got[field] <= 10 * float32[field] + 1e-6, (field, got[field], float32[field])
+
+
+@pytest.mark.slow
+def test_interpreted_kernels_on_a_strided_view(interpreted):
+    got = interpreted["strided-view"]["triton"]
+    assert got["finite"]
+    assert max(got[f] for f in (*FIELDS, "log_likelihood")) < 5e-6
+
+
+@pytest.mark.slow
+def test_interpreted_kernels_drive_em_like_torch(interpreted):
+    tri, ref = interpreted["em-run"]["triton"], interpreted["em-run"]["torch"]
+    assert len(tri) == len(ref) == 8
+    np.testing.assert_allclose(tri, ref, rtol=1e-5)
+    assert np.all(np.diff(ref) > -1e-5)  # EM never decreases the likelihood
+
+
+@pytest.mark.slow
+def test_interpreted_tf32_option_runs(interpreted):
+    got = interpreted["tf32"]["triton"]
+    assert got["finite"]
+    assert max(got[f] for f in (*FIELDS, "log_likelihood")) < 1e-2
+
+
+def test_triton_needs_float32_and_known_shapes():
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("triton")
+    from gaussmix.backends import _triton
+
+    assert _triton.supported(64, 256, torch.float32)
+    assert not _triton.supported(65, 4, torch.float32)
+    assert not _triton.supported(8, 257, torch.float32)
+    assert not _triton.supported(8, 8, torch.float64)
+    shapes = _triton.launch_shapes(1000, 3, 100, torch.device("cpu"))
+    assert not shapes["USE_DOT"] and shapes["K_PAD"] == 128
+    assert shapes["slices"] * shapes["rows_per_slice"] >= 1000
+    assert _triton.launch_shapes(10, 20, 3, torch.device("cpu"))["USE_DOT"]
+
+
+# ------------------------------------------------------------------ CUDA only
+def _cuda_available() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return torch.cuda.is_available()
+
+
+CUDA = pytest.mark.skipif(not _cuda_available(), reason="needs a CUDA GPU")
+
+
+@CUDA
+def test_compiled_kernels_equal_torch_reference_on_gpu():
+    results = run_cases("cuda")
+    for case in CASES:
+        got = results[case]["triton"]
+        assert got["finite"]
+        assert max(got[f] for f in (*FIELDS, "log_likelihood")) < 5e-6, (case, got)
+
+
+@CUDA
+@pytest.mark.parametrize(("n", "d", "K"), [(200_003, 16, 16), (50_000, 64, 64), (100_000, 2, 100)])
+def test_compiled_kernels_at_benchmark_shapes(n, d, K):
+    import torch
+
+    from gaussmix.backends.torch import TorchExecutor
+
+    rng = np.random.default_rng(0)
+    X = torch.from_numpy(rng.normal(0, 3, (n, d)).astype(np.float32)).cuda()
+    params = _random_params("full", K, d, rng)
+    tri = TorchExecutor(X, device="cuda")
+    assert tri.kernel == "triton"  # chosen automatically for float32 on CUDA
+    ref = TorchExecutor(X.double(), device="cuda", kernel="torch").e_step(params)
+    got = _relative_errors(tri.e_step(params), ref)
+    assert got["finite"] and max(got[f] for f in (*FIELDS, "log_likelihood")) < 1e-5, got
+
+
+if __name__ == "__main__":
+    # run by the `interpreted` fixture with TRITON_INTERPRET=1
+    print(json.dumps(run_cases("cpu")))
