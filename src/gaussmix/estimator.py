@@ -279,17 +279,14 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         if engine in IN_MEMORY_ENGINES:
             X, w = self._validate_fit_data(X, sample_weight)
             return make_executor(engine, X, w, **options)
-        # out-of-core and device engines check their own source
-        for name in ("n_features_in_", "feature_names_in_"):
-            if hasattr(self, name):
-                delattr(self, name)
+        # out-of-core and device engines check their own source; n_features_in_ is set by
+        # fit once EM succeeded, so that a source failing mid-fit leaves the estimator as it was
         executor = make_executor(engine, X, sample_weight, dtype=self.dtype, **options)
         if executor.n_samples < self.n_components:
             raise ValueError(
                 f"Expected n_samples >= n_components but got n_components = "
                 f"{self.n_components}, n_samples = {executor.n_samples}"
             )
-        self.n_features_in_ = executor.n_features
         return executor
 
     def _validate_predict_data(self, X) -> NDArray:
@@ -379,6 +376,10 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         self.n_iter_ = int(result.n_iter)
         self.lower_bound_ = float(result.lower_bound)
         self.lower_bounds_ = [float(v) for v in result.lower_bounds]
+        if self._engine_name(X) not in IN_MEMORY_ENGINES:
+            if hasattr(self, "feature_names_in_"):
+                del self.feature_names_in_
+            self.n_features_in_ = executor.n_features
         return self
 
     def _initial_params(self, executor, model, user, rng) -> MixtureParams:

@@ -13,9 +13,11 @@ chunks and a sum; only one chunk (plus the ``K·d²`` statistics) is in memory a
   extra pass when the executor is built.
 
 Each pass checks that every file still has the size and modification time it had when the
-executor was built, and stops with :class:`SourceChangedError` (or :class:`SourceReadError`
-for a file that can no longer be read, ``ValueError`` for NaN or infinity) naming the file and
-the rows; EM never returns parameters computed from a file that changed under it.
+executor was built, and that the values read (a CRC-32 of them) equal those of the first
+pass (a rewrite within one clock tick keeps the mtime), and stops with
+:class:`SourceChangedError` (or :class:`SourceReadError` for a file that can no longer be
+read, ``ValueError`` for NaN or infinity) naming the file and the rows; EM never returns
+parameters computed from a file that changed under it.
 
 Initialisation sees a uniform random sample of at most :func:`default_init_rows` rows drawn
 in one pass (bottom-k keys, a reservoir sample); a file with no more rows than that is used
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import os
 import sys
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -299,8 +302,7 @@ class _CsvReader(_Reader):
         d = len(self.columns)
         # bytes per block: about chunk_rows rows of short decimal numbers
         block_size = int(min(64 << 20, max(1 << 20, chunk_rows * d * 12)))
-        reader = pcsv.open_csv(
-            path,
+        options = dict(
             read_options=pcsv.ReadOptions(
                 column_names=self.columns,
                 skip_rows=1 if self.header else 0,
@@ -314,18 +316,21 @@ class _CsvReader(_Reader):
             ),
         )
         start = 0
-        while True:
-            try:
-                batch = reader.read_next_batch()
-            except StopIteration:
-                return
-            except pa.ArrowInvalid as exc:
-                raise SourceReadError(
-                    f"{path}: unreadable value after data row {start}: {exc}"
-                ) from None
-            if batch.num_rows:
-                yield start, _batch_to_array(batch, len(columns), path, start)
-            start += batch.num_rows
+        try:
+            # opening reads and converts the first block already
+            reader = pcsv.open_csv(path, **options)
+            while True:
+                try:
+                    batch = reader.read_next_batch()
+                except StopIteration:
+                    return
+                if batch.num_rows:
+                    yield start, _batch_to_array(batch, len(columns), path, start)
+                start += batch.num_rows
+        except pa.ArrowInvalid as exc:
+            raise SourceReadError(
+                f"{path}: unreadable value after data row {start}: {exc}"
+            ) from None
 
 
 def _open_reader(path: Path) -> _Reader:
@@ -457,6 +462,7 @@ class StreamExecutor:
             if self.dtype not in (np.float32, np.float64):
                 raise ValueError(f"dtype must be float32 or float64, got {dtype!r}")
         self._states = self._snapshot()
+        self._digests: dict[Path, tuple[int, int]] = {}
 
     # -------------------------------------------------------------- integrity
     def _snapshot(self) -> dict[Path, _FileState]:
@@ -492,15 +498,20 @@ class StreamExecutor:
         for index, path in enumerate(reader.files):
             self._check_unchanged(path, "before reading it")
             local = 0
+            # CRC of the values read, chained over chunks, so independent of the chunking:
+            # catches a rewrite that keeps size and mtime (same clock tick, or reset mtime)
+            digest = weight_digest = 0
             try:
                 for start, block in reader._iter_file(index, columns, chunk_rows):
                     local = start + block.shape[0]
                     X = block[:, : self.n_features]
                     _check_finite(X, path, start)
                     X = np.ascontiguousarray(X, dtype=self.dtype)
+                    digest = zlib.crc32(X, digest)
                     if self._weight_column is not None:
-                        w = np.asarray(block[:, -1], dtype=np.float64)
+                        w = np.ascontiguousarray(block[:, -1], dtype=np.float64)
                         _check_weight_chunk(w, path, start)
+                        weight_digest = zlib.crc32(w, weight_digest)
                     elif self._weights is not None:
                         w = np.asarray(
                             self._weights[offset + start : offset + local], dtype=np.float64
@@ -519,6 +530,13 @@ class StreamExecutor:
                     f"{path}: read {local} rows, expected {reader.file_rows[index]}"
                 )
             self._check_unchanged(path, f"after reading {_rows(0, local)}")
+            digests = (digest, weight_digest)
+            if self._digests.setdefault(path, digests) != digests:
+                raise SourceChangedError(
+                    f"{path} changed since the fit started: the values of {_rows(0, local)} "
+                    f"differ from those of the first pass (same size and mtime); statistics "
+                    f"mixing two versions of the data were discarded"
+                )
             offset += local
         if getattr(reader, "directory", None) is not None:
             if _list_parquet(reader.directory) != reader.files:
