@@ -1,0 +1,337 @@
+"""Model selection: BIC, AIC and ICL over a grid of ``n_components`` x ``covariance_type``.
+
+The workflow of R's mclust: fit every (K, covariance type) cell, tabulate the criteria, keep the
+best. Criteria use :class:`~gaussmix.GaussianMixture`'s sign convention (lower is better):
+
+- ``bic = -2 log L + p log N``
+- ``aic = -2 log L + 2 p``
+- ``icl = bic - 2 Σ_n log max_k p(z=k | x_n)`` (BIC plus a penalty for fuzzy classification)
+
+A cell that cannot be fitted (a component collapses onto too few points) is kept in the table with
+its error and NaN criteria, as mclust reports ``NA``. Cells run in parallel worker processes when
+the grid is large enough to pay for starting them.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import warnings
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from gaussmix._covariance import COVARIANCE_MODELS
+from gaussmix.estimator import GaussianMixture
+
+__all__ = ["COVARIANCE_TYPES", "CRITERIA", "SelectionResult", "SelectionRow", "select"]
+
+CRITERIA = ("bic", "aic", "icl")
+#: Covariance types in mclust's order of increasing flexibility.
+COVARIANCE_TYPES = ("spherical", "diag", "tied", "full")
+
+# below this many (row x feature x component) units of work per grid, starting worker processes
+# (about a second each, importing numpy, scipy and scikit-learn) costs more than it saves
+_PARALLEL_WORK = 2_000_000
+
+
+@dataclass(frozen=True)
+class SelectionRow:
+    """One cell of the grid.
+
+    Attributes
+    ----------
+    n_components : int
+    covariance_type : str
+    bic, aic, icl : float
+        Criteria on the data the grid was fitted on (lower is better); NaN when ``error``.
+    log_likelihood : float
+        Total log-likelihood ``Σ_n log p(x_n)``.
+    n_parameters : int
+        Free parameters ``p`` of the model.
+    n_iter : int
+        EM iterations of the kept initialisation.
+    converged : bool
+    error : str or None
+        Why the cell could not be fitted.
+    """
+
+    n_components: int
+    covariance_type: str
+    bic: float
+    aic: float
+    icl: float
+    log_likelihood: float
+    n_parameters: int
+    n_iter: int
+    converged: bool
+    error: str | None = None
+
+
+@dataclass
+class SelectionResult:
+    """Outcome of :func:`select`.
+
+    Attributes
+    ----------
+    rows : list of SelectionRow
+        Every cell, ordered by covariance type then K.
+    criterion : {"bic", "aic", "icl"}
+        The criterion ``best`` minimises.
+    best_index : int
+        Index in ``rows`` of the best cell.
+    models : dict
+        ``(n_components, covariance_type) -> GaussianMixture`` for every fitted cell.
+    n_samples : int
+        Rows the grid was fitted on.
+    """
+
+    rows: list[SelectionRow]
+    criterion: str
+    best_index: int
+    models: dict[tuple[int, str], GaussianMixture] = field(repr=False)
+    n_samples: int = 0
+
+    @property
+    def best_row(self) -> SelectionRow:
+        """The selected cell."""
+        return self.rows[self.best_index]
+
+    @property
+    def best_model(self) -> GaussianMixture:
+        """The fitted estimator of the selected cell."""
+        row = self.best_row
+        return self.models[(row.n_components, row.covariance_type)]
+
+    @property
+    def k_values(self) -> list[int]:
+        """The K values of the grid, ascending."""
+        return sorted({r.n_components for r in self.rows})
+
+    @property
+    def covariance_types(self) -> list[str]:
+        """The covariance types of the grid, in table order."""
+        seen: list[str] = []
+        for r in self.rows:
+            if r.covariance_type not in seen:
+                seen.append(r.covariance_type)
+        return seen
+
+    def values(self, criterion: str | None = None) -> NDArray:
+        """The criterion as a (len(k_values), len(covariance_types)) matrix (mclust's layout).
+
+        Parameters
+        ----------
+        criterion : {"bic", "aic", "icl"}, optional
+            Default: the selection criterion.
+
+        Returns
+        -------
+        table : ndarray of shape (n_k, n_covariance_types)
+            NaN where the cell failed.
+        """
+        criterion = _check_criterion(criterion or self.criterion)
+        ks, types = self.k_values, self.covariance_types
+        out = np.full((len(ks), len(types)), np.nan)
+        for r in self.rows:
+            out[ks.index(r.n_components), types.index(r.covariance_type)] = getattr(r, criterion)
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready summary: criterion, best cell and every row (NaN as None)."""
+        def clean(row: SelectionRow) -> dict[str, Any]:
+            d = asdict(row)
+            for key, value in d.items():
+                if isinstance(value, float) and not math.isfinite(value):
+                    d[key] = None
+            return d
+
+        return {
+            "criterion": self.criterion,
+            "n_samples": self.n_samples,
+            "best": clean(self.best_row),
+            "rows": [clean(r) for r in self.rows],
+        }
+
+
+def _check_criterion(criterion: str) -> str:
+    if criterion not in CRITERIA:
+        raise ValueError(f"criterion must be one of {list(CRITERIA)}, got {criterion!r}")
+    return criterion
+
+
+def _fit_cell(
+    X: NDArray,
+    n_components: int,
+    covariance_type: str,
+    params: dict[str, Any],
+    inner_threads: int | None,
+    callback: Callable | None = None,
+) -> tuple[SelectionRow, GaussianMixture | None]:
+    """Fit one cell and compute its criteria; failures become a row with ``error`` set."""
+    limiter = None
+    if inner_threads is not None:
+        # worker processes share the cores: one BLAS / numba thread each, not one per core each
+        from threadpoolctl import threadpool_limits
+
+        limiter = threadpool_limits(limits=inner_threads)
+        if "numba" in sys.modules:
+            import numba
+
+            numba.set_num_threads(min(inner_threads, numba.config.NUMBA_NUM_THREADS))
+    try:
+        est = GaussianMixture(n_components, covariance_type=covariance_type, **params)
+        with warnings.catch_warnings():
+            # non-convergence is reported in the row; workers must not print on stderr
+            warnings.simplefilter("ignore")
+            try:
+                est.fit(X, callback=callback)
+            except (ValueError, FloatingPointError, np.linalg.LinAlgError) as exc:
+                nan = float("nan")
+                text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                return (
+                    SelectionRow(n_components, covariance_type, nan, nan, nan, nan, 0, 0, False,
+                                 text),
+                    None,
+                )
+            n = X.shape[0]
+            log_likelihood = float(est.score(X) * n)
+            row = SelectionRow(
+                n_components=n_components,
+                covariance_type=covariance_type,
+                bic=est.bic(X),
+                aic=est.aic(X),
+                icl=est.icl(X),
+                log_likelihood=log_likelihood,
+                n_parameters=int(est._n_parameters()),
+                n_iter=int(est.n_iter_),
+                converged=bool(est.converged_),
+            )
+        return row, est
+    finally:
+        if limiter is not None:
+            limiter.restore_original_limits()
+
+
+def _resolve_jobs(n_jobs: int | None, n_cells: int, work: float) -> int:
+    cores = os.cpu_count() or 1
+    if n_jobs is None:
+        return 1 if work < _PARALLEL_WORK else max(1, min(cores, n_cells))
+    if not isinstance(n_jobs, int) or isinstance(n_jobs, bool) or n_jobs == 0:
+        raise ValueError(f"n_jobs must be a non-zero integer or None, got {n_jobs!r}")
+    if n_jobs < 0:  # joblib's convention: -1 all cores, -2 all but one, ...
+        n_jobs = max(1, cores + 1 + n_jobs)
+    return max(1, min(n_jobs, n_cells))
+
+
+def select(
+    X: ArrayLike,
+    k_range: Iterable[int] = range(1, 10),
+    covariance_types: Sequence[str] | str = COVARIANCE_TYPES,
+    criterion: str = "bic",
+    *,
+    n_jobs: int | None = None,
+    random_state: int | None = 0,
+    on_cell: Callable[[SelectionRow, int, int], None] | None = None,
+    callback: Callable | None = None,
+    **params: Any,
+) -> SelectionResult:
+    """Fit every (K, covariance type) pair and pick the one with the lowest criterion.
+
+    Parameters
+    ----------
+    X : array-like of shape (n_samples, n_features)
+        Data (in memory).
+    k_range : iterable of int, default=range(1, 10)
+        Numbers of components to try, each in ``[1, n_samples]``.
+    covariance_types : sequence of str or "all", default=all four
+        Covariance structures to try.
+    criterion : {"bic", "aic", "icl"}, default="bic"
+        What ``best`` minimises.
+    n_jobs : int or None, default=None
+        Worker processes. None: sequential for small grids, one per core otherwise; -1 all
+        cores (joblib's convention).
+    random_state : int or None, default=0
+        Seed of every cell's initialisation (the same seed everywhere, so cells differ only
+        by the model).
+    on_cell : callable, optional
+        ``on_cell(row, done, total)`` after each cell finishes (progress display).
+    callback : callable, optional
+        Passed to ``GaussianMixture.fit`` when cells run in this process (sequential runs).
+    **params
+        Further :class:`~gaussmix.GaussianMixture` parameters (``n_init``, ``max_iter``,
+        ``tol``, ``reg_covar``, ``init_params``, ``engine``...).
+
+    Returns
+    -------
+    result : SelectionResult
+
+    Raises
+    ------
+    ValueError
+        An empty or out-of-range ``k_range``, an unknown covariance type or criterion, or
+        no cell could be fitted.
+    """
+    criterion = _check_criterion(criterion)
+    X = np.asarray(X)
+    if X.ndim != 2 or X.shape[0] < 1 or X.shape[1] < 1:
+        raise ValueError(f"X must be a non-empty 2-D array, got shape {X.shape}")
+    if X.dtype.kind not in "fiu":
+        raise ValueError(f"X must be numeric, got dtype {X.dtype}")
+    n = X.shape[0]
+    ks = sorted({int(k) for k in k_range})
+    if not ks:
+        raise ValueError("k_range is empty")
+    if ks[0] < 1:
+        raise ValueError(f"numbers of components must be >= 1, got {ks[0]}")
+    if ks[-1] > n:
+        raise ValueError(f"K = {ks[-1]} exceeds the number of rows ({n})")
+    if isinstance(covariance_types, str):
+        types = list(COVARIANCE_TYPES) if covariance_types == "all" else [covariance_types]
+    else:
+        types = list(dict.fromkeys(covariance_types))
+    if not types:
+        raise ValueError("covariance_types is empty")
+    for t in types:
+        if t not in COVARIANCE_MODELS:
+            raise ValueError(
+                f"covariance_type must be one of {sorted(COVARIANCE_MODELS)} or 'all', got {t!r}"
+            )
+    for reserved in ("n_components", "covariance_type"):
+        if reserved in params:
+            raise TypeError(f"{reserved} is set by the grid, not by a parameter")
+    params = {"random_state": random_state, **params}
+    cells = [(k, t) for t in types for k in ks]
+    work = float(n) * X.shape[1] * sum(ks) * len(types)
+    jobs = _resolve_jobs(n_jobs, len(cells), work)
+    results: dict[tuple[int, str], tuple[SelectionRow, GaussianMixture | None]] = {}
+    if jobs == 1:
+        for done, (k, t) in enumerate(cells, start=1):
+            results[(k, t)] = _fit_cell(X, k, t, params, None, callback)
+            if on_cell is not None:
+                on_cell(results[(k, t)][0], done, len(cells))
+    else:
+        from joblib import Parallel, delayed
+
+        inner = max(1, (os.cpu_count() or 1) // jobs)
+        # biggest cells first, so a long one does not start last and run alone
+        order = sorted(cells, key=lambda c: -c[0])
+        tasks = (delayed(_fit_cell)(X, k, t, params, inner) for k, t in order)
+        parallel = Parallel(n_jobs=jobs, backend="loky", return_as="generator_unordered")
+        for done, (row, est) in enumerate(parallel(tasks), start=1):
+            results[(row.n_components, row.covariance_type)] = (row, est)
+            if on_cell is not None:
+                on_cell(row, done, len(cells))
+    rows = [results[c][0] for c in cells]
+    models = {c: results[c][1] for c in cells if results[c][1] is not None}
+    scores = np.array([getattr(r, criterion) for r in rows])
+    if not np.isfinite(scores).any():
+        raise ValueError(f"no model in the grid could be fitted: {rows[0].error}")
+    # lowest criterion; ties go to the simpler model (fewer parameters), as mclust does
+    finite = [i for i in range(len(rows)) if np.isfinite(scores[i])]
+    best = min(finite, key=lambda i: (scores[i], rows[i].n_parameters, i))
+    return SelectionResult(rows, criterion, best, models, n)
