@@ -1,0 +1,314 @@
+"""numba kernels of the fast CPU engine.
+
+Everything here works on checked, C-contiguous arrays and does no validation. One kernel serves
+all four covariance types: "full" and "tied" (tied as K copies of its factor) accumulate a
+(K, d, d) scatter, "diag" and "spherical" (spherical as d copies of its variance) a (K, d) one,
+so each kernel is compiled once per dtype (float32, float64) and the cold-cache start stays
+short.
+
+Array conventions inside the kernels:
+
+- ``prec`` is (K, d, d) for the "full" moment and (K, 1, d) for the "diag" moment (the inverse
+  standard deviations); ``tri`` says which triangle of a full factor is non-zero (0 both,
+  1 upper, 2 lower) so the Mahalanobis term skips the zeros.
+- ``const[k] = log φ_k + log det P_k - d/2 log 2π``, finite (a zero weight is a very negative
+  number, not -inf, so that fast-math is safe).
+- statistics are per *block* of rows, ``(n_blocks, K, ...)`` in float64, summed afterwards in
+  block order: the result does not depend on how threads were scheduled.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba as nb
+import numpy as np
+from llvmlite import ir
+from numba import types
+from numba.extending import intrinsic, overload
+
+__all__ = [
+    "EXP_CUT",
+    "estep_groups",
+    "resp_from_projection",
+    "scaled_centred",
+]
+
+# reassociation lets sums over rows vectorise; no nnan/ninf: inputs may hold large negatives
+_FM = {"contract", "reassoc", "nsz", "arcp"}
+_JIT = {"cache": True, "nogil": True, "fastmath": _FM, "error_model": "numpy"}
+
+# log-ratios below these are exact zeros: exp would be a denormal (slow) or 0 anyway
+EXP_CUT = {np.dtype(np.float64): -600.0, np.dtype(np.float32): -70.0}
+
+_LN2_HI64 = 6.93147180369123816490e-01
+_LN2_LO64 = 1.90821492927058770002e-10
+_LOG2E = 1.4426950408889634
+_LN2_HI32 = np.float32(0.693359375)
+_LN2_LO32 = np.float32(-2.12194440e-4)
+
+
+@intrinsic
+def _i64_as_f64(typingctx, x):
+    sig = types.float64(types.int64)
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.DoubleType())
+
+    return sig, codegen
+
+
+@intrinsic
+def _i32_as_f32(typingctx, x):
+    sig = types.float32(types.int32)
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.FloatType())
+
+    return sig, codegen
+
+
+def exp_nonpos(t, cut):
+    """``exp(t)`` for ``t <= 0``, exactly 0 below ``cut`` (numba only; vectorisable)."""
+    raise NotImplementedError  # replaced by the overload inside compiled code
+
+
+@overload(exp_nonpos, inline="always", fastmath=_FM)
+def _exp_nonpos_impl(t, cut):
+    # Cody-Waite reduction t = n ln2 + r, |r| <= ln2/2, then a polynomial in r and 2^n built
+    # from its exponent bits: no libm call, so the loop over rows vectorises (libm exp costs
+    # ~14 ns per call and dominates small-d E-steps)
+    if isinstance(t, types.Float) and t.bitwidth == 32:
+
+        def impl32(t, cut):
+            tt = max(t, np.float32(-87.0))
+            n = math.floor(tt * np.float32(_LOG2E) + np.float32(0.5))
+            r = tt - n * _LN2_HI32 - n * _LN2_LO32
+            p = np.float32(1.0 / 5040.0)
+            p = p * r + np.float32(1.0 / 720.0)
+            p = p * r + np.float32(1.0 / 120.0)
+            p = p * r + np.float32(1.0 / 24.0)
+            p = p * r + np.float32(1.0 / 6.0)
+            p = p * r + np.float32(0.5)
+            p = p * r + np.float32(1.0)
+            p = p * r + np.float32(1.0)
+            scale = _i32_as_f32((np.int32(n) + np.int32(127)) << np.int32(23))
+            return np.float32(0.0) if t < cut else p * scale
+
+        return impl32
+
+    def impl64(t, cut):
+        tt = max(t, -708.0)
+        n = math.floor(tt * _LOG2E + 0.5)
+        r = tt - n * _LN2_HI64 - n * _LN2_LO64
+        p = 1.0 / 6227020800.0
+        p = p * r + 1.0 / 479001600.0
+        p = p * r + 1.0 / 39916800.0
+        p = p * r + 1.0 / 3628800.0
+        p = p * r + 1.0 / 362880.0
+        p = p * r + 1.0 / 40320.0
+        p = p * r + 1.0 / 5040.0
+        p = p * r + 1.0 / 720.0
+        p = p * r + 1.0 / 120.0
+        p = p * r + 1.0 / 24.0
+        p = p * r + 1.0 / 6.0
+        p = p * r + 0.5
+        p = p * r + 1.0
+        p = p * r + 1.0
+        scale = _i64_as_f64((np.int64(n) + np.int64(1023)) << np.int64(52))
+        return 0.0 if t < cut else p * scale
+
+    return impl64
+
+
+@nb.njit(**_JIT)
+def _mahalanobis_tile(xt, m, k, means, prec, tri, full, diff, y, acc):
+    """``acc[:m] = ||(x - μ_k) P_k||²`` for the rows of a transposed tile ``xt`` (d, m)."""
+    d = xt.shape[0]
+    for i in range(d):
+        mu = means[k, i]
+        for r in range(m):
+            diff[i, r] = xt[i, r] - mu
+    for r in range(m):
+        acc[r] = 0.0
+    if full:
+        for j in range(d):
+            lo = 0
+            hi = d
+            if tri == 1:
+                hi = j + 1
+            elif tri == 2:
+                lo = j
+            for r in range(m):
+                y[r] = 0.0
+            for i in range(lo, hi):
+                p = prec[k, i, j]
+                for r in range(m):
+                    y[r] += diff[i, r] * p
+            for r in range(m):
+                acc[r] += y[r] * y[r]
+    else:
+        for i in range(d):
+            p = prec[k, 0, i]
+            for r in range(m):
+                t = diff[i, r] * p
+                acc[r] += t * t
+
+
+@nb.njit(**_JIT)
+def _estep_range(
+    X, w, weighted, means, prec, tri, full, const, shift, cut, tile, start, stop,
+    nk, sx, sxx,
+):
+    """Statistics of rows ``[start, stop)`` added into ``nk, sx, sxx``; returns Σ w log p(x)."""
+    d = X.shape[1]
+    K = means.shape[0]
+    dt = X.dtype.type
+    xt = np.empty((d, tile), dtype=X.dtype)
+    diff = np.empty((d, tile), dtype=X.dtype)
+    lj = np.empty((K, tile), dtype=X.dtype)
+    y = np.empty(tile, dtype=X.dtype)
+    acc = np.empty(tile, dtype=X.dtype)
+    mx = np.empty(tile, dtype=X.dtype)
+    tot = np.empty(tile, dtype=X.dtype)
+    rw = np.empty(tile, dtype=X.dtype)
+    ll = 0.0
+    for t0 in range(start, stop, tile):
+        m = min(tile, stop - t0)
+        for r in range(m):
+            for i in range(d):
+                xt[i, r] = X[t0 + r, i]
+        for k in range(K):
+            _mahalanobis_tile(xt, m, k, means, prec, tri, full, diff, y, acc)
+            c = const[k]
+            for r in range(m):
+                lj[k, r] = c - dt(0.5) * acc[r]
+        for r in range(m):
+            mx[r] = lj[0, r]
+            tot[r] = 0.0
+        for k in range(1, K):
+            for r in range(m):
+                mx[r] = max(mx[r], lj[k, r])
+        for k in range(K):
+            for r in range(m):
+                e = exp_nonpos(lj[k, r] - mx[r], cut)
+                lj[k, r] = e
+                tot[r] += e
+        for r in range(m):
+            lognorm = mx[r] + math.log(tot[r])
+            wr = w[t0 + r] if weighted else 1.0
+            ll += wr * lognorm
+            rw[r] = dt(wr) / tot[r]
+        for k in range(K):
+            for r in range(m):
+                lj[k, r] *= rw[r]
+            s = 0.0
+            for r in range(m):
+                s += lj[k, r]
+            nk[k] += s
+            for i in range(d):
+                sh = shift[k, i]
+                for r in range(m):
+                    diff[i, r] = xt[i, r] - sh
+            for i in range(d):
+                for r in range(m):
+                    y[r] = lj[k, r] * diff[i, r]
+                s = 0.0
+                for r in range(m):
+                    s += y[r]
+                sx[k, i] += s
+                if full:
+                    for j in range(i + 1):
+                        s = 0.0
+                        for r in range(m):
+                            s += y[r] * diff[j, r]
+                        sxx[k, i, j] += s
+                else:
+                    s = 0.0
+                    for r in range(m):
+                        s += y[r] * diff[i, r]
+                    sxx[k, 0, i] += s
+    return ll
+
+
+@nb.njit(**_JIT)
+def estep_groups(
+    X, w, weighted, means, prec, tri, full, const, shift, cut, tile, group_rows, first, step,
+    nk, sx, sxx, ll,
+):
+    """Statistics of row groups ``first, first + step, ...``, each into its own slot.
+
+    Group ``g`` covers rows ``[g·group_rows, (g+1)·group_rows)``. ``nk (G, K)``,
+    ``sx (G, K, d)``, ``sxx (G, K, d, d)`` or ``(G, K, 1, d)``, ``ll (G,)``: the slots of the
+    groups handled here are zeroed and filled (only the lower triangle of a full ``sxx``).
+    Callers run one such call per thread and add the slots in group order afterwards, so the
+    sum never depends on the number of threads or their timing.
+    """
+    n = X.shape[0]
+    for g in range(first, nk.shape[0], step):
+        nk[g] = 0.0
+        sx[g] = 0.0
+        sxx[g] = 0.0
+        start = g * group_rows
+        stop = min(n, start + group_rows)
+        ll[g] = _estep_range(
+            X, w, weighted, means, prec, tri, full, const, shift, cut, tile, start, stop,
+            nk[g], sx[g], sxx[g],
+        )
+
+
+@nb.njit(**_JIT)
+def resp_from_projection(Y, bias, const, per_component, w, weighted, offset, cut, R, lognorm):
+    """Weighted responsibilities of a chunk from its projections ``Y = X_chunk @ P``.
+
+    ``Y`` is (m, K·d) with block ``k`` holding ``x P_k`` (``per_component``) or (m, d) holding
+    ``x P`` shared by all components (tied); ``bias[k] = μ_k P_k`` (or ``μ_k P``). Writes
+    ``R[r, k] = w_r p(k | x_r)`` and ``lognorm[r] = w_r log p(x_r)`` (float64); ``offset`` is
+    the chunk's first row in ``w``.
+    """
+    m = Y.shape[0]
+    K, d = bias.shape
+    dt = Y.dtype.type
+    for r in range(m):
+        for k in range(K):
+            base = k * d if per_component else 0
+            q = dt(0.0)
+            for j in range(d):
+                t = Y[r, base + j] - bias[k, j]
+                q += t * t
+            R[r, k] = const[k] - dt(0.5) * q
+        mx = R[r, 0]
+        for k in range(1, K):
+            mx = max(mx, R[r, k])
+        tot = dt(0.0)
+        for k in range(K):
+            e = exp_nonpos(R[r, k] - mx, cut)
+            R[r, k] = e
+            tot += e
+        wr = w[offset + r] if weighted else 1.0
+        lognorm[r] = wr * (mx + math.log(tot))
+        scale = dt(wr) / tot
+        for k in range(K):
+            R[r, k] *= scale
+
+
+@nb.njit(**_JIT)
+def scaled_centred(Xc, R, shift, Z, nk, sx):
+    """``Z[k] = sqrt(R[:, k]) (X_chunk - s_k)``; adds ``Σ R`` to ``nk`` and ``Σ R (x - s_k)``
+    to ``sx`` (float64), so that ``Z[k]ᵀ Z[k]`` is the chunk's scatter of component ``k``."""
+    m, d = Xc.shape
+    K = shift.shape[0]
+    for k in range(K):
+        s = 0.0
+        acc = np.zeros(d)
+        for r in range(m):
+            rk = R[r, k]
+            s += rk
+            sq = math.sqrt(rk)
+            for j in range(d):
+                c = Xc[r, j] - shift[k, j]
+                acc[j] += rk * c
+                Z[k, r, j] = sq * c
+        nk[k] += s
+        for j in range(d):
+            sx[k, j] += acc[j]
