@@ -90,6 +90,27 @@ def _whole_block(X: NDArray, w: NDArray | None, start: int) -> tuple[NDArray, ND
     return np.array(X), None if w is None else np.array(w)
 
 
+def _allocate(counts: list[int], size: int, rng: np.random.RandomState) -> list[int]:
+    """How many of ``size`` rows drawn uniformly without replacement fall in each block.
+
+    Block by block, the number taken from a block of ``c`` rows, with ``left`` rows after it
+    and ``need`` still to draw, is hypergeometric(c, left, need); drawing that many rows of
+    the block uniformly then gives every ``size``-subset of rows the same probability.
+    """
+    sizes, left, need = [], int(sum(counts)), int(size)
+    for c in counts:
+        left -= c
+        if need == 0:
+            take = 0
+        elif left == 0:
+            take = need  # the last blocks must supply the rest
+        else:
+            take = int(rng.hypergeometric(c, left, need))
+        sizes.append(take)
+        need -= take
+    return sizes
+
+
 # ---------------------------------------------------------------------------------- client
 def _resolve_client(scheduler: Any) -> Any:
     """The ``distributed`` client to run on, or None for dask's local scheduler."""
@@ -340,14 +361,7 @@ class DaskExecutor:
                 for xb, wb, start in zip(self._x_blocks, self._w_blocks, self.starts, strict=True)
             ]
         else:
-            # how many of the max_rows draws land in each block: uniform without replacement
-            sizes, left, need = [], self.n_samples, max_rows
-            for c in counts:
-                left -= c
-                take = int(rng.hypergeometric(c, left, need)) if need and left else need
-                take = min(take, c)
-                sizes.append(take)
-                need -= take
+            sizes = _allocate(counts, max_rows, rng)
             seeds = rng.randint(0, 2**31 - 1, size=len(counts))
             tasks = [
                 delayed(_sample_block, pure=True)(xb, wb, size, int(seed), start)
@@ -365,10 +379,17 @@ class DaskExecutor:
 
 # ---------------------------------------------------------------------------------- predict
 def _predict_block(X: NDArray, params: MixtureParams, op: str, block_info=None) -> NDArray:
-    start = 0
-    if block_info is not None and 0 in block_info:
-        start = int(block_info[0]["array-location"][0][0])
-    _check_block(X, None, start)
+    if not np.isfinite(X).all():
+        where = ""
+        if block_info is not None and 0 in block_info:
+            first = block_info[0]["array-location"][0][0]
+            # a DataFrame's partitions have unknown lengths: name the block instead
+            where = (
+                f" in the block of {_rows(int(first), int(first) + len(X))}"
+                if np.isfinite(first)
+                else f" in row block {block_info[0]['chunk-location'][0]}"
+            )
+        raise ValueError(f"Input X contains NaN or infinity{where}")
     return getattr(_mixture, op)(params, X)
 
 
