@@ -1,0 +1,469 @@
+"""GPU benchmark: milliseconds per EM iteration on the workloads G1-G4 of the GPU-engine issue.
+
+Every library starts from the same parameters (one hard-assignment M-step from K random rows,
+which is also what torchgmm computes itself from ``init_means``), runs a fixed number of EM
+iterations with convergence checks off, and is timed by difference: the wall time of a fit
+with ``1 + iters`` iterations minus that of a fit with 1, over ``iters`` (setup, validation,
+initialisation and compilation cancel out; a warm-up fit runs first). The final parameters
+of every library are scored by the same float64 evaluator, so agreement is checked on the
+log-likelihood they reach.
+
+Rows: gaussmix with the torch kernel, the fused Triton kernels (IEEE float32), and the Triton
+kernels with TF32 tensor cores; torchgmm and pomegranate when importable (skipped otherwise);
+scikit-learn on the CPU for one workload. Columns: ms/iteration, speedup of gaussmix (the
+default Triton path) over the best peer, achieved TFLOP/s counting 4·N·K·d² flops per
+iteration (Mahalanobis products and scatter; exp/log not counted) and its fraction of the
+fp32 peak given by ``--peak-tflops`` (default: H100 SXM, 67 TFLOP/s non-tensor fp32).
+
+One command on the GPU machine (see README, "GPU engine")::
+
+    python benchmarks/bench_gpu.py                     # G1-G4 on cuda, peers if importable
+    python benchmarks/bench_gpu.py --workloads G2 --iters 5
+    python benchmarks/bench_gpu.py --device cpu --scale 0.002 --sklearn none   # smoke test
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib.metadata
+import json
+import logging
+import math
+import os
+import sys
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from gaussmix import GaussianMixture
+
+
+@dataclass(frozen=True)
+class Workload:
+    name: str
+    n: int
+    d: int
+    K: int
+    peers_reported: str  # the issue's measurements, quoted for context
+    target_ms: float
+
+
+WORKLOADS = {
+    "G1": Workload("G1", 1_000_000, 16, 16, "torchgmm 40, pomegranate 42", 4.0),
+    "G2": Workload("G2", 1_000_000, 64, 64, "torchgmm 258, pomegranate 276", 25.0),
+    "G3": Workload("G3", 10_000_000, 8, 8, "pomegranate 56, torchgmm 129", 5.6),
+    "G4": Workload("G4", 1_000_000, 2, 100, "torchgmm 65, pomegranate 187", 6.5),
+}
+REG = 1e-6
+
+
+# ---------------------------------------------------------------------------------- data
+def make_data(w: Workload, n: int, device: torch.device, seed: int) -> torch.Tensor:
+    """float32 rows from a random K-component mixture, generated on the device."""
+    g = torch.Generator(device="cpu").manual_seed(seed)
+    # component centres spread so that neighbours overlap a little at every K and d
+    spread = 4.0 * max(1.0, (w.K ** (1.0 / w.d)) / 2.0)
+    means = torch.randn(w.K, w.d, generator=g, dtype=torch.float64) * spread
+    factors = torch.randn(w.K, w.d, w.d, generator=g, dtype=torch.float64) * 0.3
+    factors += torch.eye(w.d, dtype=torch.float64)
+    labels = torch.randint(0, w.K, (n,), generator=g)
+    X = torch.empty((n, w.d), dtype=torch.float32, device=device)
+    for k in range(w.K):
+        rows = torch.nonzero(labels == k).squeeze(1)
+        z = torch.randn(rows.numel(), w.d, generator=g, dtype=torch.float64)
+        X[rows.to(device)] = (means[k] + z @ factors[k].T).to(device, torch.float32)
+    return X
+
+
+def hard_assignment_start(X: torch.Tensor, K: int, seed: int):
+    """Weights, means, covariances (float64 numpy) of one M-step on nearest-of-K-random-rows."""
+    n, d = X.shape
+    rng = np.random.default_rng(seed)
+    rows = np.sort(rng.choice(n, size=K, replace=False))
+    centres = X[torch.from_numpy(rows).to(X.device)].double()
+    counts = torch.zeros(K, dtype=torch.float64, device=X.device)
+    sums = torch.zeros(K, d, dtype=torch.float64, device=X.device)
+    labels = torch.empty(n, dtype=torch.long, device=X.device)
+    step = max(1, (1 << 24) // K)
+    for s in range(0, n, step):
+        xc = X[s : s + step].double()
+        lab = torch.cdist(xc, centres).argmin(1)
+        labels[s : s + step] = lab
+        counts += torch.bincount(lab, minlength=K)
+        sums.index_add_(0, lab, xc)
+    means = sums / counts[:, None]
+    scatter = torch.zeros(K, d, d, dtype=torch.float64, device=X.device)
+    for s in range(0, n, step):
+        xc = X[s : s + step].double()
+        lab = labels[s : s + step]
+        diff = xc - means[lab]
+        scatter.index_add_(0, lab, diff[:, :, None] * diff[:, None, :])
+    eye = torch.eye(d, dtype=torch.float64, device=X.device)
+    covs = scatter / counts[:, None, None] + REG * eye
+    weights = counts / n
+    return (
+        weights.cpu().numpy(),
+        means.cpu().numpy(),
+        covs.cpu().numpy(),
+        centres.float(),
+    )
+
+
+# ---------------------------------------------------------------------------------- runners
+# each runner: (X, start, n_iter) -> (weights, means, covariances) as float64 numpy
+
+
+@contextlib.contextmanager
+def _env(**values: str):
+    before = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in before.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _precisions(covs):
+    P = np.linalg.inv(covs)
+    return (P + np.swapaxes(P, -1, -2)) / 2
+
+
+def gaussmix_runner(kernel: str, tf32: bool) -> Callable:
+    def run(X, start, n_iter):
+        weights, means, covs, _ = start
+        with _env(GAUSSMIX_GPU_KERNEL=kernel, GAUSSMIX_GPU_TF32="1" if tf32 else "0"):
+            gm = GaussianMixture(
+                len(weights),
+                covariance_type="full",
+                weights_init=weights,
+                means_init=means,
+                precisions_init=_precisions(covs),
+                reg_covar=REG,
+                max_iter=n_iter,
+                tol=0.0,
+                device=str(X.device),
+            )
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # fixed iteration count: "did not converge"
+                gm.fit(X)
+        return gm.weights_, gm.means_, gm.covariances_
+
+    return run
+
+
+def torchgmm_runner(X, start, n_iter):
+    from torchgmm.bayes import GaussianMixture as TorchGMM
+
+    weights, _, _, centres = start
+    cuda = X.device.type == "cuda"
+    for logger in ("lightning.pytorch", "pytorch_lightning", "lightning"):
+        logging.getLogger(logger).setLevel(logging.ERROR)
+    gmm = TorchGMM(
+        len(weights),
+        covariance_type="full",
+        init_means=centres.cpu(),
+        convergence_tolerance=0.0,  # 0 disables its early stopping
+        covariance_regularization=REG,
+        trainer_params=dict(
+            max_epochs=n_iter,
+            accelerator="gpu" if cuda else "cpu",
+            devices=1,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            enable_checkpointing=False,
+            logger=False,
+        ),
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        gmm.fit(X)
+    m = gmm.model_
+    return (
+        m.component_probs.double().cpu().numpy(),
+        m.means.double().cpu().numpy(),
+        m.covariances.double().cpu().numpy(),
+    )
+
+
+def pomegranate_runner(X, start, n_iter):
+    from pomegranate.distributions import Normal
+    from pomegranate.gmm import GeneralMixtureModel
+
+    weights, means, covs, _ = start
+    f32 = dict(dtype=torch.float32)
+    dists = [
+        Normal(
+            means=torch.tensor(means[k], **f32),
+            covs=torch.tensor(covs[k], **f32),
+            covariance_type="full",
+        )
+        for k in range(len(weights))
+    ]
+    model = GeneralMixtureModel(
+        dists,
+        priors=torch.tensor(weights, **f32),
+        max_iter=n_iter,
+        tol=-math.inf,  # never "converged": exactly n_iter iterations
+        verbose=False,
+    ).to(X.device)
+    model.fit(X)
+    return (
+        model.priors.double().cpu().numpy(),
+        np.stack([d.means.double().cpu().numpy() for d in model.distributions]),
+        np.stack([d.covs.double().cpu().numpy() for d in model.distributions]),
+    )
+
+
+def sklearn_runner(X, start, n_iter):
+    from sklearn.mixture import GaussianMixture as SkGMM
+
+    weights, means, covs, _ = start
+    gm = SkGMM(
+        len(weights),
+        covariance_type="full",
+        weights_init=weights,
+        means_init=means,
+        precisions_init=_precisions(covs),
+        reg_covar=REG,
+        max_iter=n_iter,
+        tol=0.0,
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        gm.fit(X)
+    return gm.weights_, gm.means_, gm.covariances_
+
+
+# ---------------------------------------------------------------------------------- timing
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_fit(run, X, start, n_iter, device) -> tuple[float, tuple]:
+    _sync(device)
+    t0 = time.perf_counter()
+    out = run(X, start, n_iter)
+    _sync(device)
+    return time.perf_counter() - t0, out
+
+
+def ms_per_iteration(run, X, start, iters, repeats, device) -> tuple[float, list[float], tuple]:
+    """(min T(1 + iters) - min T(1)) / iters over repeats, in ms, after a warm-up fit.
+
+    Also returns each repeat's own difference, to show the spread.
+    """
+    time_fit(run, X, start, 2, device)
+    shorts, longs, final = [], [], None
+    for _ in range(repeats):
+        shorts.append(time_fit(run, X, start, 1, device)[0])
+        t, final = time_fit(run, X, start, 1 + iters, device)
+        longs.append(t)
+    samples = [1e3 * (b - a) / iters for a, b in zip(shorts, longs, strict=True)]
+    return 1e3 * (min(longs) - min(shorts)) / iters, samples, final
+
+
+def mean_log_likelihood(params, X_eval) -> float:
+    """Mean log-likelihood of the rows under ``params``, by one float64 evaluator for all."""
+    weights, means, covs = (np.asarray(p, dtype=np.float64) for p in params)
+    covs = (covs + np.swapaxes(covs, -1, -2)) / 2
+    gm = GaussianMixture.from_parameters(weights / weights.sum(), means, covs, "full")
+    gm.device = str(X_eval.device)
+    return float(gm.score_samples(X_eval).mean())
+
+
+def _versions() -> dict[str, str]:
+    out = {"python": sys.version.split()[0], "torch": torch.__version__}
+    for name in ("triton", "torchgmm", "pomegranate", "scikit-learn", "numpy"):
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    if torch.cuda.is_available():
+        out["gpu"] = torch.cuda.get_device_name()
+    return out
+
+
+def _importable(module: str) -> str | None:
+    try:
+        __import__(module)
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+# ---------------------------------------------------------------------------------- main
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--workloads", default="G1,G2,G3,G4")
+    p.add_argument("--device", default="cuda")
+    p.add_argument("--scale", type=float, default=1.0, help="multiply every N (smoke tests)")
+    p.add_argument("--iters", type=int, default=10, help="timed EM iterations per fit")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--peak-tflops", type=float, default=67.0, help="fp32 peak (H100 SXM: 67)")
+    p.add_argument("--sklearn", default="G1", help="workload to run scikit-learn on, or none")
+    p.add_argument("--sklearn-iters", type=int, default=2)
+    p.add_argument("--no-peers", action="store_true")
+    p.add_argument("--json", default=None, help="write all numbers to this file")
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        print("no CUDA device visible: run on the GPU machine, or --device cpu for a smoke test")
+        return 2
+    versions = _versions()
+    print("versions:", json.dumps(versions))
+    print(
+        f"device={device} iters={args.iters} repeats={args.repeats} scale={args.scale} "
+        f"peak={args.peak_tflops} TFLOP/s fp32"
+    )
+
+    triton_ok = device.type == "cuda" or os.environ.get("TRITON_INTERPRET") == "1"
+    variants: list[tuple[str, Callable | None, str]] = [
+        ("gaussmix[torch]", gaussmix_runner("torch", False), ""),
+        (
+            "gaussmix[triton]",
+            gaussmix_runner("triton", False) if triton_ok else None,
+            "" if triton_ok else "Triton needs CUDA",
+        ),
+        (
+            "gaussmix[triton+tf32]",
+            gaussmix_runner("triton", True) if triton_ok else None,
+            "" if triton_ok else "Triton needs CUDA",
+        ),
+    ]
+    peers: list[tuple[str, Callable | None, str]] = []
+    if not args.no_peers:
+        for name, module, runner in (
+            ("torchgmm", "torchgmm.bayes", torchgmm_runner),
+            ("pomegranate", "pomegranate.gmm", pomegranate_runner),
+        ):
+            why = _importable(module)
+            peers.append((name, None if why else runner, why or ""))
+
+    rows: list[dict] = []
+    for name in [s.strip() for s in args.workloads.split(",") if s.strip()]:
+        w = WORKLOADS[name]
+        # at least ~16d rows per component, so that small smoke runs stay well posed
+        n = max(16 * w.K * w.d, round(w.n * args.scale))
+        X = make_data(w, n, device, args.seed)
+        start = hard_assignment_start(X, w.K, args.seed + 1)
+        X_eval = X.double()
+        flops = 4.0 * n * w.K * w.d * w.d
+        print(
+            f"\n{name}: N={n:,} d={w.d} K={w.K}  (issue: {w.peers_reported} ms; target "
+            f"{w.target_ms} ms)"
+        )
+        todo = [(lib, run, why, X) for lib, run, why in variants + peers]
+        if args.sklearn == name:
+            todo.append(("scikit-learn (CPU)", sklearn_runner, "", X.cpu().numpy()))
+        for lib, run, why, data in todo:
+            row = dict(workload=name, n=n, d=w.d, K=w.K, library=lib)
+            if run is None:
+                row["skipped"] = why
+                print(f"  {lib:24s} skipped: {why}")
+                rows.append(row)
+                continue
+            iters = args.sklearn_iters if lib.startswith("scikit") else args.iters
+            dev = torch.device("cpu") if isinstance(data, np.ndarray) else device
+            try:
+                ms, samples, final = ms_per_iteration(run, data, start, iters, args.repeats, dev)
+                ll = mean_log_likelihood(final, X_eval)
+            except Exception as exc:  # a peer failing must not hide the other rows
+                row["error"] = f"{type(exc).__name__}: {exc}"
+                print(f"  {lib:24s} FAILED: {row['error'][:300]}")
+                rows.append(row)
+                continue
+            tflops = flops / (ms * 1e-3) / 1e12
+            row.update(
+                ms_per_iter=ms,
+                samples_ms=samples,
+                tflops=tflops,
+                peak_fraction=tflops / args.peak_tflops,
+                mean_log_likelihood=ll,
+                means=np.asarray(final[1]).tolist(),
+            )
+            rows.append(row)
+            print(
+                f"  {lib:24s} {ms:9.3f} ms/iter  {tflops:7.3f} TFLOP/s "
+                f"({100 * row['peak_fraction']:5.2f}% of peak)  ll/row {ll:.7f}"
+            )
+        _summarise(name, w, rows)
+        del X, X_eval
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    _table(rows)
+    if args.json:
+        Path(args.json).write_text(
+            json.dumps(dict(versions=versions, args=vars(args), rows=rows), indent=1)
+        )
+    return 0
+
+
+def _summarise(name: str, w: Workload, rows: list[dict]) -> None:
+    """Speedups and agreement within one workload (filled into its rows)."""
+    mine = [r for r in rows if r["workload"] == name and "ms_per_iter" in r]
+    ref = next((r for r in mine if r["library"] == "gaussmix[torch]"), None)
+    default = next((r for r in mine if r["library"] == "gaussmix[triton]"), ref)
+    peers = [r for r in mine if not r["library"].startswith(("gaussmix", "scikit"))]
+    best = min(peers, key=lambda r: r["ms_per_iter"]) if peers else None
+    for r in mine:
+        if ref is not None:
+            r["ll_rel_diff"] = abs(r["mean_log_likelihood"] - ref["mean_log_likelihood"]) / abs(
+                ref["mean_log_likelihood"]
+            )
+            scale = max(1.0, float(np.max(np.abs(ref["means"]))))
+            gap = float(np.max(np.abs(np.subtract(r["means"], ref["means"]))))
+            r["means_max_diff"] = gap / scale
+            r["agrees"] = r["ll_rel_diff"] < 1e-4
+        if best is not None:
+            r["speedup_vs_best_peer"] = best["ms_per_iter"] / r["ms_per_iter"]
+        r["target_ms"] = w.target_ms
+        r["meets_target"] = r["library"].startswith("gaussmix") and r["ms_per_iter"] <= w.target_ms
+    if default is not None and best is not None:
+        print(
+            f"  -> {default['library']} vs best peer {best['library']}: "
+            f"{default['speedup_vs_best_peer']:.1f}x"
+        )
+
+
+def _table(rows: list[dict]) -> None:
+    print(
+        "\n| workload | N × d, K | library | ms/iter | speedup vs best peer | TFLOP/s "
+        "| % fp32 peak | ll/row | Δll rel | agrees | target ms |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        shape = f"{r['n']:,} × {r['d']}, {r['K']}"
+        if "ms_per_iter" not in r:
+            print(
+                f"| {r['workload']} | {shape} | {r['library']} | "
+                f"{r.get('skipped') or r.get('error', '')[:60]} | | | | | | | |"
+            )
+            continue
+        speed = r.get("speedup_vs_best_peer")
+        print(
+            f"| {r['workload']} | {shape} | {r['library']} | {r['ms_per_iter']:.3f} | "
+            f"{'' if speed is None else f'{speed:.1f}x'} | {r['tflops']:.3f} | "
+            f"{100 * r['peak_fraction']:.2f} | {r['mean_log_likelihood']:.6f} | "
+            f"{r.get('ll_rel_diff', float('nan')):.1e} | {r.get('agrees', '')} | "
+            f"{r['target_ms']} |"
+        )
+
+
+if __name__ == "__main__":
+    sys.exit(main())
