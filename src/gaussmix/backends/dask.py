@@ -38,8 +38,8 @@ from numpy.typing import NDArray
 
 from gaussmix import _mixture
 from gaussmix._params import MixtureParams
-from gaussmix._stats import SuffStats, e_step_chunk
-from gaussmix.backends.stream import default_init_rows
+from gaussmix._stats import SuffStats
+from gaussmix.backends.stream import chunk_e_step, default_init_rows
 
 __all__ = ["DaskExecutor", "predict_op"]
 
@@ -69,7 +69,8 @@ def _block_stats(
 ) -> SuffStats:
     """E-step of one block (runs on a worker)."""
     _check_block(X, w, start)
-    return e_step_chunk(X, w, params, shift)
+    # one thread per task: dask runs as many tasks at once as each worker has threads
+    return chunk_e_step(X, w, params, shift, n_threads=1)
 
 
 def _sum_stats(*stats: SuffStats) -> SuffStats:

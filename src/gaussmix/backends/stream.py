@@ -1,7 +1,9 @@
 """Out-of-core executor: every EM pass reads the data file chunk by chunk.
 
 The E-step yields additive statistics, so one EM iteration over a file is a loop over its
-chunks and a sum; only one chunk (plus the ``K·d²`` statistics) is in memory at a time. Sources:
+chunks and a sum; only one chunk (plus the ``K·d²`` statistics) is in memory at a time. Each
+chunk goes through the fast CPU kernel (:mod:`gaussmix.backends.cpu`) when numba is
+installed, else the reference kernel. Sources:
 
 * ``.npy`` — a 2-D numeric array; chunks are read with plain file reads at offsets computed
   from the ``.npy`` header (C or Fortran order). A memory map would work too, but its touched
@@ -46,6 +48,7 @@ __all__ = [
     "SourceChangedError",
     "SourceReadError",
     "StreamExecutor",
+    "chunk_e_step",
     "default_init_rows",
     "predict_op",
 ]
@@ -72,6 +75,38 @@ class SourceReadError(OSError):
 def default_init_rows(n_features: int) -> int:
     """Rows sampled for initialisation: ``min(100_000, 2**23 // n_features)``, at least 1000."""
     return int(max(1000, min(DEFAULT_INIT_ROWS, _INIT_ELEMENTS // max(n_features, 1))))
+
+
+def chunk_e_step(
+    X: NDArray,
+    sample_weight: NDArray | None,
+    params: MixtureParams,
+    shift: NDArray,
+    *,
+    n_threads: int | None = None,
+) -> SuffStats:
+    """Statistics of one in-memory chunk: the fast CPU engine's kernel when it is installed
+    (numba), else the reference :func:`~gaussmix._stats.e_step_chunk` (same statistics).
+
+    Parameters
+    ----------
+    X : ndarray of shape (n_rows, n_features)
+        Checked, finite rows.
+    sample_weight : ndarray of shape (n_rows,) or None
+    params : MixtureParams
+    shift : ndarray of shape (n_components, n_features)
+    n_threads : int, optional
+        Threads of the fast kernel (default: all usable CPUs).
+
+    Returns
+    -------
+    stats : SuffStats
+    """
+    try:
+        from gaussmix.backends.cpu import CpuExecutor
+    except ImportError:  # numba missing: the reference kernel
+        return e_step_chunk(X, sample_weight, params, shift)
+    return CpuExecutor(X, sample_weight, n_threads=n_threads).e_step(params, shift=shift)
 
 
 def _rows(start: int, stop: int) -> str:
@@ -553,7 +588,7 @@ class StreamExecutor:
         shift = params.means if shift is None else shift
         total = SuffStats.zeros(shift, params.model.moment)
         for _, X, w in self.chunks(self._chunk_rows(params.n_components)):
-            total = total + e_step_chunk(X, w, params, shift)
+            total = total + chunk_e_step(X, w, params, shift)
         if total.weight_sum <= 0:
             raise ValueError(f"the sample weights of {self.path} are all zero")
         return total
