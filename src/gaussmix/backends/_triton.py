@@ -23,10 +23,11 @@ Storing the (K, rows) responsibilities costs 8·K bytes per row of memory traffi
 them in the second kernel would cost the Mahalanobis products again (2·K·d² flops per row),
 which is dearer for every d above a few.
 
-Precision: float32 only (float64 data takes the torch path). Matrix products use IEEE float32
-FMA by default; ``tf32=True`` lets them use TF32 tensor cores, faster for large d·K, at about
-1e-3 relative error in each Mahalanobis term — enough for the responsibilities, not for the
-1e-4 log-likelihood agreement that the default keeps.
+Precision: float32 only (float64 data takes the torch path). The matrix products (d >= 16)
+use IEEE float32 FMA by default. ``precision="tf32x3"`` runs them on the tensor cores in three
+TF32 passes (split operands, about float32 accuracy); ``"tf32"`` in one pass, faster again but
+about 1e-3 relative error in each Mahalanobis term and scatter entry — enough for the
+responsibilities, not for the 1e-4 log-likelihood agreement that the default keeps.
 """
 
 from __future__ import annotations
@@ -42,13 +43,23 @@ from numpy.typing import NDArray
 from gaussmix._gaussian import LOG_2PI
 from gaussmix._params import MixtureParams
 
-__all__ = ["MAX_COMPONENTS", "MAX_FEATURES", "TritonParams", "e_step_chunk", "supported"]
+__all__ = [
+    "MAX_COMPONENTS",
+    "MAX_FEATURES",
+    "PRECISIONS",
+    "TritonParams",
+    "e_step_chunk",
+    "supported",
+]
 
 #: largest K and d the kernels take (register tiles of K_PAD per row, d_pad² per program)
 MAX_COMPONENTS = 256
 MAX_FEATURES = 64
 # at and above this padded d the products go through tl.dot (which needs 16 x 16 tiles)
 _DOT_MIN_D = 16
+_INT32_LIMIT = 1 << 31
+#: ``tl.dot`` input precisions: IEEE float32, 3-pass TF32 (≈ float32), 1-pass TF32 (≈ 1e-3)
+PRECISIONS = ("ieee", "tf32x3", "tf32")
 
 
 def supported(n_features: int, n_components: int | None, dtype: torch.dtype) -> bool:
@@ -137,7 +148,7 @@ def _responsibilities_kernel(
     HAS_W: tl.constexpr,
     FULL_FACTOR: tl.constexpr,
     USE_DOT: tl.constexpr,
-    TF32: tl.constexpr,
+    PRECISION: tl.constexpr,
     BLOCK_N: tl.constexpr,
     D_PAD: tl.constexpr,
     K_PAD: tl.constexpr,
@@ -165,10 +176,7 @@ def _responsibilities_kernel(
                 other=0.0,
             )
             if USE_DOT:
-                if TF32:
-                    y = tl.dot(diff, P, input_precision="tf32")
-                else:
-                    y = tl.dot(diff, P, input_precision="ieee")
+                y = tl.dot(diff, P, input_precision=PRECISION)
             else:
                 y = tl.sum(diff[:, :, None] * P[None, :, :], axis=1)
         else:
@@ -213,7 +221,7 @@ def _statistics_kernel(
     rows_per_slice,
     FULL_MOMENT: tl.constexpr,
     USE_DOT: tl.constexpr,
-    TF32: tl.constexpr,
+    PRECISION: tl.constexpr,
     BLOCK_N: tl.constexpr,
     D_PAD: tl.constexpr,
 ):
@@ -243,10 +251,7 @@ def _statistics_kernel(
         acc_sx += rdiff
         if FULL_MOMENT:
             if USE_DOT:
-                if TF32:
-                    acc_sxx = tl.dot(tl.trans(rdiff), diff, acc_sxx, input_precision="tf32")
-                else:
-                    acc_sxx = tl.dot(tl.trans(rdiff), diff, acc_sxx, input_precision="ieee")
+                acc_sxx = tl.dot(tl.trans(rdiff), diff, acc_sxx, input_precision=PRECISION)
             else:
                 acc_sxx += tl.sum(rdiff[:, :, None] * diff[:, None, :], axis=0)
         else:
@@ -315,7 +320,7 @@ def e_step_chunk(
     wc: torch.Tensor | None,
     tp: TritonParams,
     *,
-    tf32: bool = False,
+    precision: str = "ieee",
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """E-step of one chunk with the fused kernels.
 
@@ -326,8 +331,9 @@ def e_step_chunk(
     wc : Tensor of shape (rows,) or None
         Row weights.
     tp : TritonParams
-    tf32 : bool, default=False
-        Allow TF32 tensor cores in the products.
+    precision : {"ieee", "tf32x3", "tf32"}, default="ieee"
+        ``tl.dot`` input precision of the products (used for d >= 16): IEEE float32 FMA,
+        three TF32 tensor-core passes (about float32 accuracy), or one (about 1e-3).
 
     Returns
     -------
@@ -336,10 +342,19 @@ def e_step_chunk(
     """
     if Xc.dtype != torch.float32:
         raise TypeError(f"the Triton kernels take float32 rows, got {Xc.dtype}")
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     if Xc.stride(1) != 1:
         Xc = Xc.contiguous()
     n, d = Xc.shape
     K = tp.means.shape[0]
+    if n * max(d, K) >= _INT32_LIMIT and n > 1:
+        # the kernels index with 32-bit offsets: split chunks whose (rows, d) or (K, rows)
+        # arrays reach 2**31 elements
+        half = n // 2
+        first = e_step_chunk(Xc[:half], None if wc is None else wc[:half], tp, precision=precision)
+        second = e_step_chunk(Xc[half:], None if wc is None else wc[half:], tp, precision=precision)
+        return tuple(a + b for a, b in zip(first, second, strict=True))
     if not supported(d, K, Xc.dtype):
         raise ValueError(
             f"the Triton kernels take 1 <= d <= {MAX_FEATURES} and K <= {MAX_COMPONENTS}, "
@@ -366,7 +381,7 @@ def e_step_chunk(
         HAS_W=w is not None,
         FULL_FACTOR=tp.full_factor,
         USE_DOT=sh["USE_DOT"],
-        TF32=tf32,
+        PRECISION=precision,
         BLOCK_N=sh["BLOCK_RESP"],
         D_PAD=sh["D_PAD"],
         K_PAD=sh["K_PAD"],
@@ -390,7 +405,7 @@ def e_step_chunk(
         sh["rows_per_slice"],
         FULL_MOMENT=tp.full_moment,
         USE_DOT=sh["USE_DOT"],
-        TF32=tf32,
+        PRECISION=precision,
         BLOCK_N=sh["BLOCK_STATS"],
         D_PAD=sh["D_PAD"],
     )

@@ -43,6 +43,8 @@ __all__ = ["KERNELS", "TorchExecutor", "predict_op"]
 
 #: E-step kernels accepted by ``kernel=``; "auto" picks Triton on CUDA when it applies
 KERNELS = ("auto", "torch", "triton")
+# Triton matrix-product precisions (kept here too: the Triton module is imported lazily)
+_PRECISIONS = ("ieee", "tf32x3", "tf32")
 
 # elements of the largest (K, rows, d) temporary of the torch path: 1 Mi (8 MiB float64) keeps
 # it in cache on a CPU; 32 Mi (128 MiB float32) amortises kernel launches on a GPU
@@ -320,10 +322,11 @@ class TorchExecutor:
         E-step kernel. "auto" (the default, or ``$GAUSSMIX_GPU_KERNEL``) uses the fused Triton
         kernels on CUDA for float32 data of supported shapes and the torch path otherwise;
         "triton" forces them (CUDA, or the CPU under ``TRITON_INTERPRET=1``).
-    tf32 : bool, optional
-        Let the Triton kernels' matrix products use TF32 tensor cores (faster at large d·K,
-        about 1e-3 relative error in the Mahalanobis terms). Default False, or
-        ``$GAUSSMIX_GPU_TF32=1``.
+    precision : {"ieee", "tf32x3", "tf32"}, optional
+        Input precision of the Triton kernels' matrix products (d >= 16): IEEE float32
+        (the default, or ``$GAUSSMIX_GPU_PRECISION``), three TF32 tensor-core passes (about
+        float32 accuracy, faster at large d·K), or one TF32 pass (fastest, about 1e-3
+        relative error in the Mahalanobis terms). The torch path ignores it.
     resident : bool, optional
         Force (True) or forbid (False) copying host data to the GPU once; None decides by
         size (at most half the free GPU memory), streaming the rest.
@@ -351,7 +354,7 @@ class TorchExecutor:
         device: str | torch.device | None = None,
         dtype: str | None = None,
         kernel: str | None = None,
-        tf32: bool | None = None,
+        precision: str | None = None,
         resident: bool | None = None,
     ) -> None:
         source = _as_source(X)
@@ -393,9 +396,11 @@ class TorchExecutor:
             os.environ.get("GAUSSMIX_GPU_KERNEL", "auto") if kernel is None else kernel
         )
         self.kernel = self._pick_kernel(self._kernel_request)
-        if tf32 is None:
-            tf32 = os.environ.get("GAUSSMIX_GPU_TF32", "0") == "1"
-        self.tf32 = bool(tf32)
+        if precision is None:
+            precision = os.environ.get("GAUSSMIX_GPU_PRECISION", "ieee")
+        if precision not in _PRECISIONS:
+            raise ValueError(f"precision must be one of {_PRECISIONS}, got {precision!r}")
+        self.precision = precision
 
     # ------------------------------------------------------------------ kernel choice
     def _pick_kernel(self, kernel: str) -> str:
@@ -497,8 +502,12 @@ class TorchExecutor:
                 if consumed[b] is not None:
                     copier.wait_event(consumed[b])  # the device buffer's last reader is done
                 dev_x[b][:m].copy_(host_x[b][:m], non_blocking=True)
+                # the allocator must not hand these blocks out while the copier still writes
+                # (matters only if the loop is abandoned with a prefetch in flight)
+                dev_x[b].record_stream(copier)
                 if has_w:
                     dev_w[b][:m].copy_(host_w[b][:m], non_blocking=True)
+                    dev_w[b].record_stream(copier)
                 event = torch.cuda.Event()
                 event.record(copier)
                 copied[b] = event
@@ -547,7 +556,7 @@ class TorchExecutor:
             tri = _triton_module()
             tp = tri.TritonParams.of(params, shift_np, self.device)
             for Xc, wc in self._chunks(size):
-                c_nk, c_sx, c_sxx, c_ll = tri.e_step_chunk(Xc, wc, tp, tf32=self.tf32)
+                c_nk, c_sx, c_sxx, c_ll = tri.e_step_chunk(Xc, wc, tp, precision=self.precision)
                 nk += c_nk
                 sx += c_sx
                 sxx += c_sxx
@@ -579,14 +588,15 @@ class TorchExecutor:
     ) -> tuple[NDArray, NDArray | None]:
         """Rows on the host for initialisation (k-means, k-means++ run in numpy there).
 
-        Host data is returned whole (without a copy when it already has the working dtype),
-        as the in-memory engines do, so ``device="cpu"`` fits equal theirs. Data on a GPU is
-        copied back: all rows up to ``max_rows`` (default 2**20), else a uniform sample.
+        With ``device="cpu"`` the rows are returned whole (without a copy when they already
+        have the working dtype), as the in-memory engines do, so fits equal theirs. For a GPU
+        run at most ``max_rows`` rows (default 2**20) come back: all of them when there are
+        no more, else a uniform sample without replacement, in row order.
 
         Parameters
         ----------
         max_rows : int or None
-            Most rows wanted (None: all host rows; 2**20 for GPU-resident data).
+            Most rows wanted (None: all on the CPU, 2**20 for a GPU run).
         rng : numpy.random.RandomState
             Draws the sample when one is needed.
 
@@ -596,8 +606,10 @@ class TorchExecutor:
             In the working dtype.
         sample_weight : ndarray of shape (n_rows,) or None
         """
-        on_host = self._X.device.type == "cpu"
-        limit = max_rows if max_rows is not None else (None if on_host else _DEVICE_INIT_ROWS)
+        # on the CPU all rows, as the in-memory engines (so fits equal theirs); for a GPU run
+        # a bounded sample keeps the host-side k-means short at 1e7-1e8 rows
+        on_cpu = self.device.type == "cpu"
+        limit = max_rows if max_rows is not None else (None if on_cpu else _DEVICE_INIT_ROWS)
         n = self.n_samples
         if limit is None or limit >= n:
             rows = None
