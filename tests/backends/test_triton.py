@@ -105,6 +105,19 @@ def run_cases(device: str = "cpu") -> dict[str, dict]:
         ex = TorchExecutor(X, device=device, kernel=kernel)
         runs[kernel] = run_em(ex, params, reg_covar=1e-6, tol=0.0, max_iter=8).lower_bounds
     results["em-run"] = {"triton": runs["triton"], "torch": runs["torch"]}
+    # chunks past the kernels' 32-bit index range are split in halves: lower the limit
+    from gaussmix.backends import _triton
+
+    X = rng.normal(0, 3, (150, 3)).astype(np.float32)
+    w = rng.uniform(0, 2, 150)
+    params = _random_params("full", 4, 3, rng)
+    whole = TorchExecutor(X, w, device=device, kernel="triton").e_step(params)
+    limit, _triton._INT32_LIMIT = _triton._INT32_LIMIT, 100
+    try:
+        split = TorchExecutor(X, w, device=device, kernel="triton").e_step(params)
+    finally:
+        _triton._INT32_LIMIT = limit
+    results["split"] = {"triton": _relative_errors(split, whole)}
     # tensor-core products (on a GPU; the interpreter computes them in float32)
     X = rng.normal(0, 3, (64, 16)).astype(np.float32)
     params = _random_params("full", 4, 16, rng)
@@ -166,6 +179,12 @@ def test_interpreted_kernels_drive_em_like_torch(interpreted):
     assert len(tri) == len(ref) == 8
     np.testing.assert_allclose(tri, ref, rtol=1e-5)
     assert np.all(np.diff(ref) > -1e-5)  # EM never decreases the likelihood
+
+
+@pytest.mark.slow
+def test_interpreted_chunks_past_int32_indexing_are_split(interpreted):
+    got = interpreted["split"]["triton"]
+    assert max(got[f] for f in (*FIELDS, "log_likelihood")) < 1e-6
 
 
 @pytest.mark.slow
