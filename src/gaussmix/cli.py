@@ -385,10 +385,12 @@ def main() -> None:
                    "Default: on for files over 1 GiB.")  # fmt: skip
 @click.option("--scheduler", metavar="ADDRESS", default=None,
               help="Fit on a Dask cluster (e.g. tcp://10.0.0.5:8786).")
+@click.option("--connect-timeout", type=click.FloatRange(min=0, min_open=True), default=10.0,
+              show_default=True, help="Seconds to wait for the --scheduler.")  # fmt: skip
 @_json_option
 @_quiet_option
 def fit(data, k, covariance_type, init, n_init, max_iter, tol, reg_covar, seed, engine, columns,
-        output, stream, scheduler, as_json, quiet) -> None:  # fmt: skip
+        output, stream, scheduler, connect_timeout, as_json, quiet) -> None:  # fmt: skip
     """Fit a K-component mixture to DATA and write the model file.
 
     Prints a summary (K, log-likelihood, BIC, iterations, converged) on stderr.
@@ -428,7 +430,7 @@ def fit(data, k, covariance_type, init, n_init, max_iter, tol, reg_covar, seed, 
         log_likelihood = float(np.sum(log_density))
     elif scheduler:
         model, n_rows, log_likelihood, names = _fit_on_cluster(
-            scheduler, path, wanted, k, params, progress
+            scheduler, path, wanted, k, params, progress, connect_timeout
         )
         model.feature_names_in_ = np.asarray(names, dtype=object)
     else:
@@ -459,14 +461,14 @@ def fit(data, k, covariance_type, init, n_init, max_iter, tol, reg_covar, seed, 
         )
 
 
-def _fit_on_cluster(address, path, wanted, k, params, progress):
+def _fit_on_cluster(address, path, wanted, k, params, progress, timeout):
     from distributed import Client
 
     from gaussmix._io import read_dask
     from gaussmix.estimator import GaussianMixture
 
     try:
-        client = Client(address, timeout="10s")
+        client = Client(address, timeout=f"{timeout}s")
     except (OSError, TimeoutError, ValueError) as exc:
         message = f"cannot connect to the Dask scheduler at {address}: {_one_line(exc)}"
         raise CliError(message) from None
