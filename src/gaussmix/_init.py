@@ -22,6 +22,19 @@ from gaussmix._stats import SuffStats, accumulate, m_step
 __all__ = ["INIT_METHODS", "initial_params", "kmeans", "kmeans_plusplus"]
 
 _CHUNK = 65536
+# above this many rows k-means runs on a hashed sample first, then polishes on every row
+_SAMPLE_ABOVE = 1 << 17
+_SAMPLE_ROWS = 1 << 14  # at least; 256 per cluster
+_POLISH_ITER = 3
+
+
+def _fast_kernels():
+    """The cpu engine's compiled k-means steps, or None where numba is missing."""
+    try:
+        from gaussmix.backends import _kmeans_fast
+    except ImportError:
+        return None
+    return _kmeans_fast
 
 
 def _weights(X: NDArray, sample_weight: NDArray | None) -> NDArray:
@@ -144,6 +157,19 @@ def _assign(X: NDArray, centers: NDArray) -> tuple[NDArray, NDArray]:
     return labels, dist
 
 
+def _assign_sums(X, w, centers, fast):
+    """Nearest centre, its squared distance, and the weighted sums of the next update."""
+    if fast is not None:
+        return fast.assign_sums(X, w, centers)
+    labels, dist = _assign(X, centers)
+    K = centers.shape[0]
+    counts = np.bincount(labels, weights=w, minlength=K)
+    sums = np.empty_like(centers)
+    for j in range(X.shape[1]):
+        sums[:, j] = np.bincount(labels, weights=w * X[:, j], minlength=K)
+    return labels, dist, sums, counts
+
+
 def kmeans(
     X: NDArray,
     n_clusters: int,
@@ -172,16 +198,28 @@ def kmeans(
     centers : ndarray of shape (n_clusters, n_features)
     """
     w = _weights(X, sample_weight)
-    centers, _ = kmeans_plusplus(X, n_clusters, sample_weight=w, random_state=random_state)
+    fast = _fast_kernels()
+    n_iter = max_iter
+    keep = None
+    if fast is not None and X.shape[0] > _SAMPLE_ABOVE:
+        # a sample gets the centres to within sampling error at a fraction of the cost; the
+        # hash-keyed sample keeps weights-as-repeats and row-order invariance
+        keep = fast.sample_mask(X, w, max(_SAMPLE_ROWS, 256 * n_clusters), random_state)
+    if keep is not None and np.count_nonzero(keep) >= n_clusters:
+        _, centers = kmeans(
+            X[keep], n_clusters, sample_weight=w[keep], random_state=random_state,
+            max_iter=max_iter, tol=tol,
+        )
+        n_iter = min(max_iter, _POLISH_ITER)
+    else:
+        centers, _ = kmeans_plusplus(X, n_clusters, sample_weight=w, random_state=random_state)
     X64 = X.astype(np.float64, copy=False)
     mean = w @ X64 / w.sum()
-    tol_abs = tol * float(np.mean(w @ (X64 - mean) ** 2 / w.sum()))
-    labels, dist = _assign(X, centers)
-    for _ in range(max_iter):
-        sums = np.zeros_like(centers)
-        counts = np.bincount(labels, weights=w, minlength=n_clusters)
-        for j in range(X.shape[1]):
-            sums[:, j] = np.bincount(labels, weights=w * X64[:, j], minlength=n_clusters)
+    # column by column: no (n_samples, n_features) temporary
+    var = [w @ (X64[:, j] - mean[j]) ** 2 for j in range(X.shape[1])]
+    tol_abs = tol * float(np.mean(var) / w.sum())
+    labels, dist, sums, counts = _assign_sums(X, w, centers, fast)
+    for _ in range(n_iter):
         new = centers.copy()
         nonempty = counts > 0
         new[nonempty] = sums[nonempty] / counts[nonempty, None]
@@ -192,7 +230,7 @@ def kmeans(
             dist[far] = 0.0
         shift = float(np.sum((new - centers) ** 2))
         centers = new
-        new_labels, dist = _assign(X, centers)
+        new_labels, dist, sums, counts = _assign_sums(X, w, centers, fast)
         if np.array_equal(new_labels, labels) or shift <= tol_abs:
             labels = new_labels
             break
@@ -223,6 +261,14 @@ def _params_from_resp(
 
 
 def _from_labels(X, w, labels, K, model, reg_covar):
+    fast = _fast_kernels()
+    if fast is not None:
+        # one compiled pass instead of one-hot responsibilities; same shift as below
+        ww = _weights(X, w)
+        centre = ww @ X.astype(np.float64, copy=False) / ww.sum()
+        shift = np.broadcast_to(centre, (K, X.shape[1])).copy()
+        return m_step(fast.label_stats(X, w, labels, shift, model.moment), model, reg_covar)
+
     def resp(s, e):
         out = np.zeros((e - s, K))
         out[np.arange(e - s), labels[s:e]] = 1.0

@@ -30,7 +30,10 @@ from numba.extending import intrinsic, overload
 __all__ = [
     "EXP_CUT",
     "estep_groups",
+    "exp_nonpos",
+    "f64_bits",
     "resp_from_projection",
+    "rows_op",
     "scaled_centred",
 ]
 
@@ -54,6 +57,17 @@ def _i64_as_f64(typingctx, x):
 
     def codegen(context, builder, signature, args):
         return builder.bitcast(args[0], ir.DoubleType())
+
+    return sig, codegen
+
+
+@intrinsic
+def f64_bits(typingctx, x):
+    """The bits of a float64 as uint64 (numba only)."""
+    sig = types.uint64(types.float64)
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.IntType(64))
 
     return sig, codegen
 
@@ -312,3 +326,74 @@ def scaled_centred(Xc, R, shift, Z, nk, sx):
         nk[k] += s
         for j in range(d):
             sx[k, j] += acc[j]
+
+
+@nb.njit(**_JIT)
+def rows_op(
+    X, means, prec, tri, full, const, cut, tile, op, group_rows, first, step, out2, out1, labels
+):
+    """Row-wise functions of the log-joint matrix, for row groups ``first, first + step, ...``.
+
+    ``op``: 0 log-joint into ``out2`` (N, K); 1 ``log p(x)`` into ``out1`` (float64);
+    2 posteriors into ``out2``; 3 arg-max component into ``labels``; 4 ``log max_k p(k | x)``
+    into ``out1`` (float64).
+    """
+    n, d = X.shape
+    K = means.shape[0]
+    dt = X.dtype.type
+    xt = np.empty((d, tile), dtype=X.dtype)
+    diff = np.empty((d, tile), dtype=X.dtype)
+    lj = np.empty((K, tile), dtype=X.dtype)
+    y = np.empty(tile, dtype=X.dtype)
+    acc = np.empty(tile, dtype=X.dtype)
+    mx = np.empty(tile, dtype=X.dtype)
+    tot = np.empty(tile, dtype=X.dtype)
+    arg = np.empty(tile, dtype=np.intp)
+    n_groups = (n + group_rows - 1) // group_rows
+    for g in range(first, n_groups, step):
+        stop = min(n, (g + 1) * group_rows)
+        for t0 in range(g * group_rows, stop, tile):
+            m = min(tile, stop - t0)
+            for r in range(m):
+                for i in range(d):
+                    xt[i, r] = X[t0 + r, i]
+            for k in range(K):
+                _mahalanobis_tile(xt, m, k, means, prec, tri, full, diff, y, acc)
+                c = const[k]
+                for r in range(m):
+                    lj[k, r] = c - dt(0.5) * acc[r]
+            if op == 0:
+                for r in range(m):
+                    for k in range(K):
+                        out2[t0 + r, k] = lj[k, r]
+                continue
+            for r in range(m):
+                mx[r] = lj[0, r]
+                arg[r] = 0
+            for k in range(1, K):
+                for r in range(m):
+                    if lj[k, r] > mx[r]:
+                        mx[r] = lj[k, r]
+                        arg[r] = k
+            if op == 3:
+                for r in range(m):
+                    labels[t0 + r] = arg[r]
+                continue
+            for r in range(m):
+                tot[r] = 0.0
+            for k in range(K):
+                for r in range(m):
+                    e = exp_nonpos(lj[k, r] - mx[r], cut)
+                    lj[k, r] = e
+                    tot[r] += e
+            if op == 1:
+                for r in range(m):
+                    out1[t0 + r] = np.float64(mx[r]) + math.log(np.float64(tot[r]))
+            elif op == 4:
+                for r in range(m):
+                    out1[t0 + r] = -math.log(np.float64(tot[r]))
+            else:
+                for r in range(m):
+                    inv = dt(1.0) / tot[r]
+                    for k in range(K):
+                        out2[t0 + r, k] = lj[k, r] * inv

@@ -36,13 +36,16 @@ from numpy.typing import NDArray
 
 from gaussmix._gaussian import LOG_2PI
 from gaussmix._params import MixtureParams
-from gaussmix._stats import SuffStats
+from gaussmix._stats import SuffStats, e_step_chunk
 from gaussmix.backends import _cpu_kernels as _k
 
-__all__ = ["CpuExecutor", "default_threads"]
+__all__ = ["MIN_ROWS", "CpuExecutor", "default_threads", "row_op"]
 
 # above this many features a full/tied E-step is matrix-shaped: GEMM beats the fused loops
 BLAS_MIN_FEATURES = 24
+# fewer rows than this run the reference numpy code: compiling the kernels on a cold cache
+# (a few seconds, once per machine) would cost more than it saves
+MIN_ROWS = 4096
 # per-group statistics kept at once (float64 elements): bounds memory when K·d² is large
 _SLOT_ELEMENTS = 1 << 21
 # groups per data set: enough for load balance across threads, few enough to add cheaply
@@ -139,13 +142,14 @@ def prepare(params: MixtureParams, shift: NDArray, dtype: np.dtype) -> _Prepared
     floor = -1e30 if dtype == np.float32 else -1e300
     const = np.maximum(const, floor)
     shift = np.asarray(shift, dtype=np.float64)
-    shift_w = np.ascontiguousarray(shift, dtype=dtype)
+    shift_w = np.array(shift, dtype=dtype, order="C")
+    # fresh writable copies: numba compiles read-only arrays (broadcasts) as another type
     return _Prepared(
-        means=np.ascontiguousarray(params.means, dtype=dtype),
-        prec=np.ascontiguousarray(P3, dtype=dtype),
+        means=np.array(params.means, dtype=dtype, order="C"),
+        prec=np.array(P3, dtype=dtype, order="C"),
         tri=tri,
         full=full,
-        const=const.astype(dtype),
+        const=np.array(const, dtype=dtype),
         shift=shift_w,
         shift_error=shift_w.astype(np.float64) - shift,
     )
@@ -224,6 +228,8 @@ class CpuExecutor:
             raise ValueError("X contains NaN or infinity")
         if sample_weight is not None:
             w = np.ascontiguousarray(sample_weight, dtype=np.float64)
+            if not w.flags.writeable:  # numba would compile read-only arrays once more
+                w = w.copy()
             if w.shape != (X.shape[0],):
                 raise ValueError(
                     f"sample_weight must have shape ({X.shape[0]},) to match X, got {w.shape}"
@@ -280,6 +286,8 @@ class CpuExecutor:
             )
         shift = params.means if shift is None else np.asarray(shift, dtype=np.float64)
         K, d = params.means.shape
+        if self.n_samples < MIN_ROWS:
+            return e_step_chunk(self.X, self.sample_weight, params, shift)
         prep = prepare(params, shift, self.dtype)
         rows, G = self._groups(K, prep.full)
         nk = np.empty((G, K))
@@ -328,9 +336,9 @@ class CpuExecutor:
             Pcat = np.ascontiguousarray(P.transpose(1, 0, 2).reshape(d, K * d), dtype=dtype)
             bias = np.einsum("kd,kde->ke", params.means, P)
         else:
-            Pcat = np.ascontiguousarray(P, dtype=dtype)
+            Pcat = np.array(P, dtype=dtype, order="C")
             bias = params.means @ P
-        bias = np.ascontiguousarray(bias, dtype=dtype)
+        bias = np.array(bias, dtype=dtype, order="C")
         m = int(max(64, min(rows, _BLAS_CHUNK_ELEMENTS // (K * d))))
 
         def task(first, step):
@@ -377,3 +385,66 @@ class CpuExecutor:
         sample_weight : ndarray of shape (n_samples,) or None
         """
         return self.X, self.sample_weight
+
+
+_OPS = {"log_joint": 0, "score_samples": 1, "predict_proba": 2, "predict": 3, "log_resp_max": 4}
+
+
+def row_op(params: MixtureParams, X: NDArray, op: str, n_threads: int | None = None):
+    """Compiled, multithreaded row-wise ``op`` of :mod:`gaussmix._mixture`, or None.
+
+    Parameters
+    ----------
+    params : MixtureParams
+    X : ndarray of shape (n_samples, n_features)
+        Checked, finite float32/float64 rows.
+    op : {"log_joint", "score_samples", "predict_proba", "predict", "log_resp_max"}
+    n_threads : int, optional
+
+    Returns
+    -------
+    result : ndarray or float or None
+        As the function of the same name in :mod:`gaussmix._mixture`; None where the numpy
+        code is the better choice (fewer than ``MIN_ROWS`` rows, full/tied covariances with
+        more than ``BLAS_MIN_FEATURES`` features, other dtypes).
+    """
+    if (
+        not isinstance(X, np.ndarray)
+        or X.ndim != 2
+        or X.dtype not in (np.float32, np.float64)
+        or X.shape[0] < MIN_ROWS
+        or X.shape[1] != params.n_features
+        or (params.model.moment == "full" and X.shape[1] > BLAS_MIN_FEATURES)
+    ):
+        return None
+    code = _OPS[op]
+    X = np.ascontiguousarray(X)
+    n = X.shape[0]
+    K, d = params.means.shape
+    prep = prepare(params, params.means, X.dtype)
+    rows = max(8192, -(-n // _MAX_GROUPS))
+    n_groups = -(-n // rows)
+    tile = int(max(64, min(512, 16384 // max(K, d))))
+    out2 = np.empty((n, K) if code in (0, 2) else (0, K), dtype=X.dtype)
+    out1 = np.empty(n if code in (1, 4) else 0)
+    labels = np.empty(n if code == 3 else 0, dtype=np.intp)
+    cut = _k.EXP_CUT[X.dtype]
+
+    def task(first, step):
+        _k.rows_op(
+            X, prep.means, prep.prec, prep.tri, prep.full, prep.const, cut, tile, code, rows,
+            first, step, out2, out1, labels,
+        )
+
+    _run_threads(task, min(n_threads or default_threads(), n_groups))
+    if code == 0:
+        # the kernels work with a finite stand-in for log 0
+        out2[:, params.weights == 0] = -np.inf
+        return out2
+    if code == 1:
+        return out1
+    if code == 2:
+        return out2
+    if code == 3:
+        return labels
+    return float(out1.sum())

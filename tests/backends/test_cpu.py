@@ -1,0 +1,294 @@
+"""The fast CPU engine against the numpy reference kernels and scikit-learn."""
+
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.mixture import GaussianMixture as SkGaussianMixture
+
+from gaussmix import GaussianMixture, _init, _mixture
+from gaussmix._covariance import get_model
+from gaussmix._params import MixtureParams
+from gaussmix._stats import e_step_chunk
+from gaussmix.backends import cpu as cpu_module
+from gaussmix.backends import resolve_engine
+from gaussmix.backends.cpu import MIN_ROWS, CpuExecutor
+from gaussmix.backends.numpy import NumpyExecutor
+
+TYPES = ["full", "tied", "diag", "spherical"]
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _params(rng, K, d, covariance_type, offset=0.0, zero_weight=False):
+    means = rng.normal(size=(K, d)) * 3 + offset
+    A = rng.normal(size=(K, d, d)) * 0.4
+    full = np.eye(d) + A @ np.swapaxes(A, 1, 2)
+    covariances = {
+        "full": full,
+        "tied": full[0],
+        "diag": 0.5 + rng.random((K, d)),
+        "spherical": 0.5 + rng.random(K),
+    }[covariance_type]
+    weights = rng.random(K) + 0.2
+    if zero_weight:
+        weights[-1] = 0.0
+    return MixtureParams.from_covariances(
+        weights / weights.sum(), means, covariances, get_model(covariance_type)
+    )
+
+
+def _data(rng, n, params):
+    z = rng.integers(0, params.n_components, n)
+    return params.means[z] + rng.normal(size=(n, params.n_features)) * 1.5
+
+
+def _assert_stats_close(a, b, rtol):
+    # relative to each field's largest entry: single entries of sx may be near zero
+    for name in ("nk", "sx", "sxx"):
+        x, y = getattr(a, name), getattr(b, name)
+        assert x.shape == y.shape, name
+        scale = np.max(np.abs(y))
+        np.testing.assert_allclose(x, y, rtol=0, atol=rtol * scale, err_msg=name)
+    assert a.log_likelihood == pytest.approx(b.log_likelihood, rel=rtol)
+    assert a.weight_sum == pytest.approx(b.weight_sum, rel=1e-15)
+    assert a.n_samples == b.n_samples
+    np.testing.assert_array_equal(a.shift, b.shift)
+
+
+# (n_samples, n_features, n_components): the fused kernel, then the BLAS path (d > 24)
+SHAPES = [(6000, 3, 4), (5000, 26, 3)]
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=["fused", "blas"])
+@pytest.mark.parametrize("covariance_type", TYPES)
+@pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])
+def test_e_step_equals_reference(shape, covariance_type, weighted):
+    rng = np.random.default_rng(7)
+    n, d, K = shape
+    # data away from the origin, and a shift that is not the means: the change of origin
+    # of the float32 path is exercised, and nothing cancels by accident
+    params = _params(rng, K, d, covariance_type, offset=40.0)
+    X = _data(rng, n, params)
+    w = rng.random(n) * 3 if weighted else None
+    if weighted:
+        w[::5] = 0.0
+    shift = params.means + rng.normal(size=params.means.shape)
+    ref64 = NumpyExecutor(X, w).e_step(params, shift=shift)
+    ours64 = CpuExecutor(X, w).e_step(params, shift=shift)
+    _assert_stats_close(ours64, ref64, 1e-10)
+    X32 = X.astype(np.float32)
+    ours32 = CpuExecutor(X32, w).e_step(params, shift=shift)
+    _assert_stats_close(ours32, NumpyExecutor(X32, w).e_step(params, shift=shift), 1e-4)
+    _assert_stats_close(ours32, ref64, 1e-4)
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=["fused", "blas"])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_threads_never_change_the_sum(shape, dtype):
+    rng = np.random.default_rng(1)
+    n, d, K = shape
+    params = _params(rng, K, d, "full")
+    X = _data(rng, 3 * n, params).astype(dtype)
+    results = [CpuExecutor(X, n_threads=t).e_step(params) for t in (1, 2, 3)]
+    for other in results[1:]:
+        for name in ("nk", "sx", "sxx"):
+            np.testing.assert_array_equal(getattr(other, name), getattr(results[0], name))
+        assert other.log_likelihood == results[0].log_likelihood
+
+
+@pytest.mark.parametrize("covariance_type", TYPES)
+def test_zero_weight_component_and_far_rows(covariance_type):
+    rng = np.random.default_rng(3)
+    params = _params(rng, 4, 3, covariance_type, zero_weight=True)
+    X = _data(rng, 8000, params)
+    X[:50] += 1e4  # responsibilities of these rows underflow for all but one component
+    ref = NumpyExecutor(X).e_step(params)
+    ours = CpuExecutor(X).e_step(params)
+    _assert_stats_close(ours, ref, 1e-10)
+    assert ours.nk[-1] == 0.0
+
+
+def test_chunk_size_sets_the_groups_and_keeps_the_result():
+    rng = np.random.default_rng(4)
+    params = _params(rng, 3, 2, "diag")
+    X = _data(rng, 20000, params)
+    ref = NumpyExecutor(X).e_step(params)
+    for chunk_size in (4096, 7001, 20000, 10**6):
+        _assert_stats_close(CpuExecutor(X, chunk_size=chunk_size).e_step(params), ref, 1e-12)
+
+
+def test_small_inputs_run_the_reference_kernel():
+    rng = np.random.default_rng(5)
+    params = _params(rng, 3, 2, "full")
+    X = _data(rng, MIN_ROWS - 1, params)
+    ours = CpuExecutor(X).e_step(params)
+    ref = e_step_chunk(X, None, params, params.means)
+    np.testing.assert_array_equal(ours.sxx, ref.sxx)
+
+
+def test_auto_engine_is_cpu_for_arrays():
+    assert resolve_engine("auto", np.zeros((3, 2))) == "cpu"
+
+
+def _sk_start(X, covariance_type, K, seed=0):
+    sk = SkGaussianMixture(K, covariance_type=covariance_type, random_state=seed, max_iter=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        sk.fit(X)
+    return {"weights_init": sk.weights_, "means_init": sk.means_, "precisions_init": sk.precisions_}
+
+
+@pytest.mark.parametrize("covariance_type", TYPES)
+def test_fit_matches_sklearn_and_the_numpy_engine(covariance_type):
+    rng = np.random.default_rng(11)
+    params = _params(rng, 4, 3, "full")
+    X = _data(rng, 6000, params)
+    start = _sk_start(X, covariance_type, 4)
+    kw = dict(covariance_type=covariance_type, tol=0, max_iter=8, **start)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        sk = SkGaussianMixture(4, **kw).fit(X)
+        ours = GaussianMixture(4, engine="cpu", **kw).fit(X)
+        ref = GaussianMixture(4, engine="numpy", **kw).fit(X)
+    for name in ("weights_", "means_", "covariances_", "precisions_cholesky_"):
+        np.testing.assert_allclose(getattr(ours, name), getattr(sk, name), rtol=1e-6, err_msg=name)
+        np.testing.assert_allclose(getattr(ours, name), getattr(ref, name), rtol=1e-9, err_msg=name)
+    np.testing.assert_allclose(ours.lower_bounds_, sk.lower_bounds_, rtol=1e-10)
+    np.testing.assert_allclose(ours.score_samples(X), sk.score_samples(X), rtol=1e-9)
+    np.testing.assert_allclose(ours.predict_proba(X), sk.predict_proba(X), atol=1e-9)
+
+
+def test_float32_fit_is_close_to_float64():
+    rng = np.random.default_rng(12)
+    params = _params(rng, 4, 3, "full", offset=20.0)
+    X = _data(rng, 20000, params)
+    kw = dict(tol=0, max_iter=5, **_sk_start(X, "full", 4))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        f64 = GaussianMixture(4, engine="cpu", **kw).fit(X)
+        f32 = GaussianMixture(4, engine="cpu", **kw).fit(X.astype(np.float32))
+    assert f32.means_.dtype == np.float32
+    for name in ("weights_", "means_", "covariances_"):
+        a, b = getattr(f32, name).astype(np.float64), getattr(f64, name)
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-4 * np.max(np.abs(b)), err_msg=name)
+
+
+@pytest.mark.parametrize("covariance_type", TYPES)
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_row_ops_equal_the_numpy_code(covariance_type, dtype, monkeypatch):
+    rng = np.random.default_rng(13)
+    params = _params(rng, 5, 4, covariance_type, zero_weight=True)
+    X = _data(rng, 3 * MIN_ROWS, params).astype(dtype)
+    X[:10] += 300.0  # posteriors far below the exp cut-off
+    ops = ["log_joint", "score_samples", "predict_proba", "predict", "log_resp_max"]
+    fast = {op: getattr(_mixture, op)(params, X) for op in ops}
+    monkeypatch.setattr(_mixture, "_fast", lambda op, params, X: None)
+    ref = {op: getattr(_mixture, op)(params, X) for op in ops}
+    rtol = 1e-12 if dtype == np.float64 else 2e-5
+    for op in ops:
+        assert np.asarray(fast[op]).dtype == np.asarray(ref[op]).dtype, op
+    finite = np.isfinite(ref["log_joint"])
+    np.testing.assert_array_equal(np.isfinite(fast["log_joint"]), finite)
+    np.testing.assert_allclose(fast["log_joint"][finite], ref["log_joint"][finite], rtol=rtol)
+    np.testing.assert_allclose(fast["score_samples"], ref["score_samples"], rtol=rtol)
+    np.testing.assert_allclose(fast["predict_proba"], ref["predict_proba"], rtol=0, atol=rtol)
+    np.testing.assert_array_equal(fast["predict"], ref["predict"])
+    assert fast["log_resp_max"] == pytest.approx(ref["log_resp_max"], rel=rtol * 10)
+
+
+def test_row_ops_decline_what_numpy_does_better():
+    rng = np.random.default_rng(14)
+    params = _params(rng, 2, 30, "full")
+    assert cpu_module.row_op(params, _data(rng, MIN_ROWS, params), "score_samples") is None
+    small = _params(rng, 2, 3, "full")
+    assert cpu_module.row_op(small, _data(rng, MIN_ROWS - 1, small), "predict") is None
+
+
+def test_kmeans_fast_steps_equal_the_numpy_ones(monkeypatch):
+    fast = _init._fast_kernels()
+    rng = np.random.default_rng(15)
+    params = _params(rng, 5, 3, "full")
+    X = _data(rng, 20000, params)
+    w = rng.random(len(X))
+    centres = params.means + 0.3
+    labels, dist, sums, counts = fast.assign_sums(X, w, centres)
+    ref_labels, ref_dist = _init._assign(X, centres)
+    np.testing.assert_array_equal(labels, ref_labels)
+    np.testing.assert_allclose(dist, ref_dist, rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(counts, np.bincount(labels, weights=w, minlength=5), rtol=1e-12)
+    np.testing.assert_allclose(sums[2], w[labels == 2] @ X[labels == 2], rtol=1e-12)
+    for name in ("full", "diag"):
+        ours = _init._from_labels(X, w, labels, 5, get_model(name), 1e-6)
+        monkeypatch.setattr(_init, "_fast_kernels", lambda: None)
+        ref = _init._from_labels(X, w, labels, 5, get_model(name), 1e-6)
+        monkeypatch.undo()
+        np.testing.assert_allclose(ours.means, ref.means, rtol=1e-12)
+        np.testing.assert_allclose(ours.covariances, ref.covariances, rtol=1e-10)
+
+
+def test_sampled_kmeans_keeps_weights_as_repeats_and_row_order():
+    # above the sampling threshold the sample is keyed by row values, so a weighted row and
+    # its copies are kept together, wherever they are
+    rng = np.random.default_rng(16)
+    n = _init._SAMPLE_ABOVE + 5000
+    centres = np.array([[0.0, 0.0], [6.0, 0.0], [0.0, 6.0]])
+    X = centres[rng.integers(0, 3, n)] + rng.normal(size=(n, 2))
+    w = rng.integers(0, 3, n)
+
+    def run(X, w=None):
+        return _init.kmeans(X, 3, sample_weight=w, random_state=np.random.RandomState(0))[1]
+
+    weighted = run(X, w)
+    repeated = run(np.repeat(X, w, axis=0))
+    perm = rng.permutation(n)
+    shuffled = run(X[perm], w[perm])
+    order = np.argsort(weighted[:, 0] + 10 * weighted[:, 1])
+    for other in (repeated, shuffled):
+        other = other[np.argsort(other[:, 0] + 10 * other[:, 1])]
+        np.testing.assert_allclose(other, weighted[order], rtol=1e-8, atol=1e-8)
+    np.testing.assert_allclose(weighted[order], centres[[0, 1, 2]], atol=0.05)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(X=np.zeros((5, 2, 2))), "2-D"),
+        (dict(X=np.array([[0.0, np.nan]] * 5)), "NaN"),
+        (dict(X=np.array([["a", "b"]])), "numeric"),
+        (dict(sample_weight=np.ones(3)), "shape"),
+        (dict(sample_weight=-np.ones(10)), "non-negative"),
+        (dict(device="cuda"), "CPU only"),
+        (dict(chunk_size=0), "chunk_size"),
+        (dict(n_threads=0), "n_threads"),
+    ],
+)
+def test_bad_input_is_named(kwargs, match):
+    args = {"X": np.zeros((10, 2))} | kwargs
+    X = args.pop("X")
+    with pytest.raises((ValueError, TypeError), match=match):
+        CpuExecutor(X, **args)
+
+
+def test_mismatched_parameters_are_named():
+    rng = np.random.default_rng(17)
+    params = _params(rng, 2, 3, "diag")
+    with pytest.raises(ValueError, match="features"):
+        CpuExecutor(np.zeros((10, 2))).e_step(params)
+
+
+@pytest.mark.slow
+def test_benchmark_quick_mode_runs():
+    # the smoke test of benchmarks/bench_cpu.py: runs both libraries and checks agreement
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "bench_cpu.py"), "--quick"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+    )
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "W4" in out.stdout and "speedup" in out.stdout
