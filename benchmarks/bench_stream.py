@@ -9,7 +9,8 @@ process (``engine="stream"``, default k-means init on the reservoir sample) and 
 * peak RSS of the fitting process (``ru_maxrss``) and its RSS right after the imports.
 
 The peer (``--peer``, on by default for files up to 1 GiB) is the in-memory fit of the same
-file (``np.load`` then ``engine="numpy"``), same kernel: the ratio is the price of streaming.
+file (``np.load`` then ``engine="auto"``, the same kernel as the stream's): the ratio is the
+price of streaming.
 
 Usage::
 
@@ -120,7 +121,7 @@ def child(args) -> None:
                 read = pq.read_table if args.format == "parquet" else pcsv.read_csv
                 X = np.ascontiguousarray(read(args.path).to_pandas().to_numpy())
             load_s = time.perf_counter() - t0
-            gm = GaussianMixture(engine="numpy", **kw)
+            gm = GaussianMixture(engine="auto", **kw)  # the fast CPU engine when installed
             gm.fit(X, callback=lambda p: stamps.append(time.perf_counter()))
     total = time.perf_counter() - t0
     passes = np.diff(stamps)
@@ -165,7 +166,7 @@ def main() -> None:
     parser.add_argument("--peer", action=argparse.BooleanOptionalAction, default=None,
                         help="also fit in memory (default: when --size <= 1GiB)")
     parser.add_argument("--tmpdir", default=None, help="where the file goes (default: $TMPDIR)")
-    parser.add_argument("--child", choices=["stream", "numpy"], help=argparse.SUPPRESS)
+    parser.add_argument("--child", choices=["stream", "memory"], help=argparse.SUPPRESS)
     parser.add_argument("--path", help=argparse.SUPPRESS)
     parser.add_argument("--rows", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -191,7 +192,7 @@ def main() -> None:
               f"iterations", flush=True)
         results = [run_child("stream", path, args, n)]
         if peer:
-            results.append(run_child("numpy", path, args, n))
+            results.append(run_child("memory", path, args, n))
     print(f"BLAS: {results[0]['blas']}")
     print(f"{'engine':<8} {'rows/s per pass':>16} {'pass s':>8} {'1st iter s':>11} "
           f"{'peak RSS MiB':>13} {'RSS after imports':>18}")
