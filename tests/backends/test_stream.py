@@ -49,6 +49,7 @@ def files(tmp_path_factory, data):
     (root / "parts" / "_SUCCESS").write_text("")
     df.to_csv(root / "x.csv", index=False)
     np.savetxt(root / "x.tsv", X, delimiter="\t", fmt="%.17g")  # no header
+    df.to_csv(root / "semicolon.csv", index=False, sep=";")
     return root
 
 
@@ -93,11 +94,12 @@ def test_npy_equals_in_memory_with_given_init(files, data, covariance_type):
 
 
 @pytest.mark.parametrize(
-    "name", ["xf.npy", "x.parquet", "parts", "x.csv", "x.tsv"], ids=lambda n: n
+    "name", ["xf.npy", "x.parquet", "parts", "x.csv", "x.tsv", "semicolon.csv"],
+    ids=lambda n: n,
 )
 def test_every_format_equals_in_memory(files, data, name):
     X, w = data
-    weighted = name in ("x.parquet", "parts", "x.csv")
+    weighted = name in ("x.parquet", "parts", "x.csv", "semicolon.csv")
     kw = dict(n_components=3, tol=1e-9, max_iter=40, **_given_init(X, "full"))
     # a weight column in the file is taken out of the features; elsewhere an array is given
     streamed = _fit(files / name, sample_weight="w" if weighted else w, **kw)

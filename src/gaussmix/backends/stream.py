@@ -11,7 +11,8 @@ installed, else the reference kernel. Sources:
 * Parquet — one file or a directory of ``*.parquet`` files (read in sorted path order),
   record batches from :meth:`pyarrow.parquet.ParquetFile.iter_batches`; numeric columns only.
 * CSV / TSV (``.csv``, ``.tsv``, ``.tab``) — Arrow's streaming CSV reader. The first line is a
-  header unless every field of it parses as a number. Rows are counted (and checked) in one
+  header unless every field of it parses as a number; a ``.csv`` whose first line has no comma
+  but semicolons or tabs is read with those. Rows are counted (and checked) in one
   extra pass when the executor is built.
 
 Each pass checks that every file still has the size and modification time it had when the
@@ -311,8 +312,8 @@ class _ParquetReader(_Reader):
                 start += batch.num_rows
 
 
-def _parse_header(path: Path, delimiter: str) -> tuple[list[str], bool]:
-    """Column names, and whether the first line is a header (not all numbers)."""
+def _parse_header(path: Path, delimiter: str) -> tuple[list[str], bool, str]:
+    """Column names, whether the first line is a header (not all numbers), the delimiter."""
     try:
         with open(path, encoding="utf-8", newline="") as f:
             first = f.readline()
@@ -321,6 +322,9 @@ def _parse_header(path: Path, delimiter: str) -> tuple[list[str], bool]:
     first = first.rstrip("\r\n")
     if not first.strip():
         raise ValueError(f"{path} is empty (no header and no data on its first line)")
+    if delimiter not in first:
+        # a ".csv" written with semicolons or tabs (as the CLI's reader accepts)
+        delimiter = next((c for c in (";", "\t", ",") if c in first), delimiter)
     fields = [field.strip().strip('"').strip() for field in first.split(delimiter)]
     try:
         for field in fields:
@@ -328,15 +332,14 @@ def _parse_header(path: Path, delimiter: str) -> tuple[list[str], bool]:
     except ValueError:
         if len(set(fields)) != len(fields):
             raise ValueError(f"{path}: header has repeated column names: {fields}") from None
-        return fields, True
-    return [f"column{j}" for j in range(len(fields))], False
+        return fields, True, delimiter
+    return [f"column{j}" for j in range(len(fields))], False, delimiter
 
 
 class _CsvReader(_Reader):
     def __init__(self, path: Path, delimiter: str) -> None:
         self.files = [path]
-        self.delimiter = delimiter
-        self.columns, self.header = _parse_header(path, delimiter)
+        self.columns, self.header, self.delimiter = _parse_header(path, delimiter)
         self.source_dtype = np.dtype(np.float64)
         # counting pass: n_samples must be known before EM, and it checks every value once
         n = 0
