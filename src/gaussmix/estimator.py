@@ -581,6 +581,11 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         K, d = self.means_.shape
         return get_model(self.covariance_type).n_parameters(K, d) + K * d + K - 1
 
+    def _log_likelihood(self, X: Any) -> tuple[float, int]:
+        # through score_samples, so every input kind (array, tensor, Dask, file) works
+        log_prob = self.score_samples(X)
+        return float(log_prob.sum()), int(log_prob.shape[0])
+
     def bic(self, X: ArrayLike) -> float:
         """Bayesian information criterion, ``-2 log L + p log N`` (lower is better).
 
@@ -592,8 +597,8 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         -------
         bic : float
         """
-        n = np.shape(X)[0]
-        return float(-2 * self.score(X) * n + self._n_parameters() * np.log(n))
+        total, n = self._log_likelihood(X)
+        return float(-2 * total + self._n_parameters() * np.log(n))
 
     def aic(self, X: ArrayLike) -> float:
         """Akaike information criterion, ``-2 log L + 2 p`` (lower is better).
@@ -606,8 +611,8 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         -------
         aic : float
         """
-        n = np.shape(X)[0]
-        return float(-2 * self.score(X) * n + 2 * self._n_parameters())
+        total, _ = self._log_likelihood(X)
+        return float(-2 * total + 2 * self._n_parameters())
 
     def icl(self, X: ArrayLike) -> float:
         """Integrated completed likelihood, in scikit-learn's lower-is-better sign.
@@ -625,8 +630,17 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         -------
         icl : float
         """
-        Xv = self._validate_predict_data(X)
-        return self.bic(Xv) - 2.0 * _mixture.log_resp_max(self._fitted_params(), Xv)
+        check_is_fitted(self)
+        if resolve_engine("auto", X) in IN_MEMORY_ENGINES and self.device is None:
+            Xv = self._validate_predict_data(X)
+            return self.bic(Xv) - 2.0 * _mixture.log_resp_max(self._fitted_params(), Xv)
+        log_joint = self.log_joint(X)
+        log_prob = self.score_samples(X)
+        row_max = log_joint.amax(1) if hasattr(log_joint, "amax") else log_joint.max(axis=1)
+        n = int(log_prob.shape[0])
+        total = float(log_prob.sum())
+        log_resp_max = float((row_max - log_prob).sum())
+        return float(-2 * total + self._n_parameters() * np.log(n) - 2.0 * log_resp_max)
 
     # ------------------------------------------------------------------ construction, I/O
     @classmethod
