@@ -480,7 +480,7 @@ FAILURES = [
                           "o13.csv"],
      "faithful.csv has 1 column, but the model was fitted on 2 (eruptions, waiting)", "o13.csv"),
     ("feature-names-mismatch", ["score", "f.gmm", "iris.csv"],
-     "iris.csv lacks the columns eruptions, waiting", None),
+     "iris.csv lacks the columns eruptions, waiting that the model was fitted on", None),
     ("feature-mismatch-npy", ["predict", "npy3.gmm", "faithful.npy"],
      "faithful.npy has 2 columns, but the model was fitted on 3", None),
     ("negative-n", ["sample", "f.gmm", "-n", "-5", "-o", "o14.csv"],

@@ -108,7 +108,12 @@ def test_values_layout_and_criterion_choice(grid, faithful):
 def test_parallel_equals_sequential(faithful):
     seq = select(faithful, range(1, 4), ["full", "diag"], n_jobs=1)
     par = select(faithful, range(1, 4), ["full", "diag"], n_jobs=2)
-    assert par.rows == seq.rows
+    # workers run one thread each: sums may be ordered differently, hence approx
+    for a, b in zip(par.rows, seq.rows, strict=True):
+        assert (a.n_components, a.covariance_type, a.n_iter) == (
+            b.n_components, b.covariance_type, b.n_iter
+        )  # fmt: skip
+        assert [a.bic, a.aic, a.icl] == pytest.approx([b.bic, b.aic, b.icl], rel=1e-10)
     assert par.best_index == seq.best_index
 
 

@@ -284,7 +284,8 @@ def _read_for_model(path: str, columns: str | None, model):
             if missing:
                 raise CliError(
                     f"{path} lacks the column{'s' if len(missing) > 1 else ''} "
-                    f"{', '.join(missing)} the model was fitted on; choose columns with --columns"
+                    f"{', '.join(missing)} that the model was fitted on; choose columns with "
+                    "--columns"
                 )
             wanted = fitted
     table = read_table(path, wanted)
@@ -768,6 +769,7 @@ def report(data, model_file, output, png_dir, k_min, k_max, covariance_type, see
         warnings.filterwarnings("ignore", message="X does not have valid feature names")
         section = build_section(
             table.X, shown, selection=selection, feature_names=table.columns,
+            name=Path(data).stem,
             title=title or f"{Path(data).name}: K={shown.means_.shape[0]} "
             f"{shown.covariance_type}" + (f" ({Path(model_file).name})" if model_file else ""),
         )  # fmt: skip

@@ -253,9 +253,11 @@ def run_demo(
         out.mkdir(parents=True, exist_ok=True)
         sections = [
             build_section(X, selection.best_model, selection=selection, feature_names=["x0", "x1"],
-                          title=f"Known mixture: {n_samples} points from 3 Gaussians"),
+                          title=f"Known mixture: {n_samples} points from 3 Gaussians",
+                          name="mixture"),
             build_section(Xi, iris_selection.best_model, selection=iris_selection,
-                          feature_names=names, title="Iris (scikit-learn's bundled copy)"),
+                          feature_names=names, title="Iris (scikit-learn's bundled copy)",
+                          name="iris"),
         ]  # fmt: skip
         _write_data_files(out, X, Xi, species, names)
         report_path = write_html(

@@ -61,6 +61,8 @@ class ReportSection:
     Attributes
     ----------
     title : str
+    name : str
+        Short name: HTML anchor and PNG file prefix.
     figures : dict of str to matplotlib.figure.Figure
         Keyed by figure name (see the module docstring).
     data : dict
@@ -70,6 +72,7 @@ class ReportSection:
     """
 
     title: str
+    name: str = "section"
     figures: dict[str, Any] = field(default_factory=dict)
     data: dict[str, Any] = field(default_factory=dict)
     html_blocks: list[str] = field(default_factory=list)
@@ -413,6 +416,7 @@ def build_section(
     selection=None,
     feature_names: list[str] | None = None,
     title: str = "Gaussian mixture",
+    name: str | None = None,
     random_state: int = 0,
 ) -> ReportSection:
     """Draw every figure for one data set and its fitted model.
@@ -429,6 +433,8 @@ def build_section(
         Axis labels (default ``x0, x1, ...``).
     title : str
         Section heading.
+    name : str, optional
+        HTML anchor and PNG file prefix (default: from the title).
     random_state : int, default=0
         Seed of the subsample drawn in scatter plots of large data.
 
@@ -457,7 +463,7 @@ def build_section(
     proba = model.predict_proba(Xs).astype(np.float64)
     labels = np.argmax(proba, axis=1)
     uncertainty = 1.0 - proba.max(axis=1)
-    section = ReportSection(title)
+    section = ReportSection(title, _slug(name or title))
     cap_note = (
         f" (first {len(dims)} of {d} features)" if len(dims) < d else ""
     )
@@ -512,10 +518,12 @@ def _slug(text: str) -> str:
 
 _STYLE = """
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2em auto;
-       max-width: 1100px; color: #222; padding: 0 1em; background: #fff; }
+       max-width: 1200px; color: #222; padding: 0 1em; background: #fff; }
 h1 { border-bottom: 2px solid #1f77b4; padding-bottom: .2em; }
 h2 { margin-top: 2em; border-bottom: 1px solid #ccc; }
-figure { margin: 1.2em 0; }
+.figures { display: flex; flex-wrap: wrap; gap: 1em; align-items: flex-start; }
+figure { margin: .6em 0; flex: 1 1 420px; max-width: 100%; }
+figure.wide { flex-basis: 100%; }
 figure img { max-width: 100%; height: auto; border: 1px solid #eee; }
 figcaption { color: #555; font-size: .9em; }
 table { border-collapse: collapse; margin: .8em 0; font-size: .9em; }
@@ -592,15 +600,19 @@ def write_html(
         body.append(f"<p>{html.escape(intro)}</p>")
     body.append("<p id='summary'>(summary needs JavaScript)</p>")
     for section in sections:
-        slug = _slug(section.title)
+        slug = section.name
         body.append(f"<section id='{slug}'><h2>{html.escape(section.title)}</h2>")
+        body.append("<div class='figures'>")
         for name, fig in section.figures.items():
             png = base64.b64encode(_png_bytes(fig)).decode("ascii")
             caption = html.escape(section.captions.get(name, name))
+            # pairs plots and two-panel figures get a row of their own; 2-D scatters pair up
+            wide = " class='wide'" if fig.get_size_inches()[0] > 8 else ""
             body.append(
-                f"<figure id='{slug}-{name}'><img alt='{html.escape(name)}' "
+                f"<figure id='{slug}-{name}'{wide}><img alt='{html.escape(name)}' "
                 f"src='data:image/png;base64,{png}'><figcaption>{caption}</figcaption></figure>"
             )
+        body.append("</div>")
         body.extend(section.html_blocks)
         body.append("</section>")
     payload = {
@@ -661,7 +673,7 @@ def write_png(sections: list[ReportSection], folder: str | os.PathLike) -> list[
     folder.mkdir(parents=True, exist_ok=True)
     written = []
     for section in sections:
-        slug = _slug(section.title)
+        slug = section.name
         for name, fig in section.figures.items():
             target = folder / f"{slug}-{name}.png"
             with atomic_output(target, "wb") as fh:
