@@ -51,8 +51,11 @@ def dataset(n: int, d: int, K: int, block_rows: int):
     blocks = []
     for i, start in enumerate(range(0, n, block_rows)):
         rows = min(block_rows, n - start)
-        blocks.append(da.from_delayed(delayed(make_block)(i, rows, means, scales),
-                                      shape=(rows, d), dtype=np.float64))
+        blocks.append(
+            da.from_delayed(
+                delayed(make_block)(i, rows, means, scales), shape=(rows, d), dtype=np.float64
+            )
+        )
     return da.concatenate(blocks), means
 
 
@@ -96,10 +99,16 @@ def main() -> None:
     n, d, K = args.rows, args.features, args.components
     X, means = dataset(n, d, K, args.block_rows)
     kw = dict(n_components=K, tol=0.0, max_iter=args.iters, **start_params(means, d))
-    print(f"{n:,} rows x {d} ({n * d * 8 / 2**20:,.0f} MiB), {X.numblocks[0]} blocks, K={K} "
-          f"full covariances, {args.iters} EM iterations from a fixed start", flush=True)
-    blas = [(i["internal_api"], i.get("architecture"), i["num_threads"])
-            for i in threadpool_info() if i["user_api"] == "blas"]
+    print(
+        f"{n:,} rows x {d} ({n * d * 8 / 2**20:,.0f} MiB), {X.numblocks[0]} blocks, K={K} "
+        f"full covariances, {args.iters} EM iterations from a fixed start",
+        flush=True,
+    )
+    blas = [
+        (i["internal_api"], i.get("architecture"), i["num_threads"])
+        for i in threadpool_info()
+        if i["user_api"] == "blas"
+    ]
     print(f"client BLAS: {blas}")
 
     X_local = X.compute(scheduler="threads")
@@ -107,9 +116,16 @@ def main() -> None:
     del X_local
     rows = [("in-memory (client, engine='auto')", first_mem, per_mem)]
     for workers in args.workers:
-        with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                          dashboard_address=None, silence_logs=logging.ERROR) as cluster, \
-                Client(cluster):
+        with (
+            LocalCluster(
+                n_workers=workers,
+                threads_per_worker=1,
+                processes=True,
+                dashboard_address=None,
+                silence_logs=logging.ERROR,
+            ) as cluster,
+            Client(cluster),
+        ):
             first, per = timed_fit(X, kw)
         rows.append((f"dask, {workers} worker{'s' if workers > 1 else ''}", first, per))
 

@@ -35,8 +35,16 @@ import time
 
 import numpy as np
 
-_UNITS = {"": 1, "b": 1, "kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30,
-          "kb": 10**3, "mb": 10**6, "gb": 10**9}
+_UNITS = {
+    "": 1,
+    "b": 1,
+    "kib": 1 << 10,
+    "mib": 1 << 20,
+    "gib": 1 << 30,
+    "kb": 10**3,
+    "mb": 10**6,
+    "gb": 10**9,
+}
 
 
 def parse_size(text: str) -> int:
@@ -130,25 +138,43 @@ def child(args) -> None:
         for info in threadpool_info()
         if info.get("user_api") == "blas"
     ]
-    print(json.dumps({
-        "engine": args.child,
-        "n_samples": args.rows,
-        "total_s": total,
-        "first_iteration_s": stamps[0] - t0,
-        "load_s": load_s,
-        "pass_s": float(np.median(passes)) if passes.size else None,
-        "peak_rss_mib": rss_mib(),
-        "rss_after_imports_mib": rss_imports,
-        "blas": blas,
-    }))
+    print(
+        json.dumps(
+            {
+                "engine": args.child,
+                "n_samples": args.rows,
+                "total_s": total,
+                "first_iteration_s": stamps[0] - t0,
+                "load_s": load_s,
+                "pass_s": float(np.median(passes)) if passes.size else None,
+                "peak_rss_mib": rss_mib(),
+                "rss_after_imports_mib": rss_imports,
+                "blas": blas,
+            }
+        )
+    )
 
 
 def run_child(engine: str, path: str, args, rows: int) -> dict:
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}
-    cmd = [sys.executable, __file__, "--child", engine, "--path", path,
-           "--format", args.format, "--components", str(args.components),
-           "--iters", str(args.iters), "--rows", str(rows)]
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+    }
+    cmd = [
+        sys.executable,
+        __file__,
+        "--child",
+        engine,
+        "--path",
+        path,
+        "--format",
+        args.format,
+        "--components",
+        str(args.components),
+        "--iters",
+        str(args.iters),
+        "--rows",
+        str(rows),
+    ]
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
     if out.returncode:
         sys.exit(f"{engine} fit failed:\n{out.stderr}")
@@ -157,14 +183,22 @@ def run_child(engine: str, path: str, args, rows: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--size", type=parse_size, default=parse_size("256MiB"),
-                        help="bytes of float64 data (default 256MiB); e.g. 2GiB")
+    parser.add_argument(
+        "--size",
+        type=parse_size,
+        default=parse_size("256MiB"),
+        help="bytes of float64 data (default 256MiB); e.g. 2GiB",
+    )
     parser.add_argument("--format", choices=["npy", "parquet", "csv"], default="npy")
     parser.add_argument("--features", type=int, default=8)
     parser.add_argument("--components", type=int, default=4)
     parser.add_argument("--iters", type=int, default=3, help="EM iterations (>= 2)")
-    parser.add_argument("--peer", action=argparse.BooleanOptionalAction, default=None,
-                        help="also fit in memory (default: when --size <= 1GiB)")
+    parser.add_argument(
+        "--peer",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="also fit in memory (default: when --size <= 1GiB)",
+    )
     parser.add_argument("--tmpdir", default=None, help="where the file goes (default: $TMPDIR)")
     parser.add_argument("--child", choices=["stream", "memory"], help=argparse.SUPPRESS)
     parser.add_argument("--path", help=argparse.SUPPRESS)
@@ -181,30 +215,41 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="gaussmix-bench-", dir=args.tmpdir) as tmp:
         free = shutil.disk_usage(tmp).free
         if free < 1.5 * args.size:
-            sys.exit(f"{tmp} has {free / 2**30:.1f} GiB free; the file needs "
-                     f"{args.size / 2**30:.1f} GiB (choose --tmpdir or a smaller --size)")
+            sys.exit(
+                f"{tmp} has {free / 2**30:.1f} GiB free; the file needs "
+                f"{args.size / 2**30:.1f} GiB (choose --tmpdir or a smaller --size)"
+            )
         path = os.path.join(tmp, f"data.{args.format}")
         t = time.perf_counter()
         write_data(path, args.format, n, d, K)
         size = os.path.getsize(path)
-        print(f"wrote {n:,} rows x {d} ({size / 2**20:,.0f} MiB {args.format}) in "
-              f"{time.perf_counter() - t:.0f} s; K={K} full covariances, {args.iters} EM "
-              f"iterations", flush=True)
+        print(
+            f"wrote {n:,} rows x {d} ({size / 2**20:,.0f} MiB {args.format}) in "
+            f"{time.perf_counter() - t:.0f} s; K={K} full covariances, {args.iters} EM "
+            f"iterations",
+            flush=True,
+        )
         results = [run_child("stream", path, args, n)]
         if peer:
             results.append(run_child("memory", path, args, n))
     print(f"BLAS: {results[0]['blas']}")
-    print(f"{'engine':<8} {'rows/s per pass':>16} {'pass s':>8} {'1st iter s':>11} "
-          f"{'peak RSS MiB':>13} {'RSS after imports':>18}")
+    print(
+        f"{'engine':<8} {'rows/s per pass':>16} {'pass s':>8} {'1st iter s':>11} "
+        f"{'peak RSS MiB':>13} {'RSS after imports':>18}"
+    )
     for r in results:
-        print(f"{r['engine']:<8} {n / r['pass_s']:>16,.0f} {r['pass_s']:>8.1f} "
-              f"{r['first_iteration_s']:>11.1f} {r['peak_rss_mib']:>13,.0f} "
-              f"{r['rss_after_imports_mib']:>18,.0f}")
+        print(
+            f"{r['engine']:<8} {n / r['pass_s']:>16,.0f} {r['pass_s']:>8.1f} "
+            f"{r['first_iteration_s']:>11.1f} {r['peak_rss_mib']:>13,.0f} "
+            f"{r['rss_after_imports_mib']:>18,.0f}"
+        )
     if peer:
         stream_r, memory_r = results
-        print(f"stream / in-memory: {memory_r['pass_s'] / stream_r['pass_s']:.2f}x the "
-              f"throughput per pass, {stream_r['peak_rss_mib'] / memory_r['peak_rss_mib']:.2f}x "
-              f"the peak RSS")
+        print(
+            f"stream / in-memory: {memory_r['pass_s'] / stream_r['pass_s']:.2f}x the "
+            f"throughput per pass, {stream_r['peak_rss_mib'] / memory_r['peak_rss_mib']:.2f}x "
+            f"the peak RSS"
+        )
 
 
 if __name__ == "__main__":

@@ -66,8 +66,10 @@ def _raw_moment_oracle(batches, init, reg_covar=1e-6):
     S0 = S1 = S2 = None
     for t, (X, w) in enumerate(batches):
         logp = np.column_stack(
-            [np.log(weights[k]) + sps.multivariate_normal(means[k], covs[k]).logpdf(X)
-             for k in range(3)]
+            [
+                np.log(weights[k]) + sps.multivariate_normal(means[k], covs[k]).logpdf(X)
+                for k in range(3)
+            ]
         )
         resp = np.exp(logp - logp.max(1, keepdims=True))
         resp /= resp.sum(1, keepdims=True)
@@ -78,8 +80,10 @@ def _raw_moment_oracle(batches, init, reg_covar=1e-6):
         if t == 0:
             S0, S1, S2 = b0, b1, b2
         else:
-            S0, S1, S2 = (1 - rho) * S0 + rho * b0, (1 - rho) * S1 + rho * b1, (
-                (1 - rho) * S2 + rho * b2
+            S0, S1, S2 = (
+                (1 - rho) * S0 + rho * b0,
+                (1 - rho) * S1 + rho * b1,
+                ((1 - rho) * S2 + rho * b2),
             )
         weights = S0 / S0.sum()
         means = S1 / S0[:, None]
@@ -124,7 +128,12 @@ def test_converges_to_batch_em_on_a_stationary_stream():
     errors = []
     # the batch solution, started at the truth (k-means on 300 000 rows would dominate)
     full = GaussianMixture(
-        3, tol=1e-9, max_iter=1000, engine="numpy", weights_init=WEIGHTS, means_init=MEANS,
+        3,
+        tol=1e-9,
+        max_iter=1000,
+        engine="numpy",
+        weights_init=WEIGHTS,
+        means_init=MEANS,
         precisions_init=np.stack([np.diag(1 / s**2) for s in SCALES]),
     ).fit(np.concatenate(batches))
     order_full = np.argsort(full.means_ @ [1.0, 10.0])

@@ -176,8 +176,7 @@ def online_step(
     lower_bound = batch.mean_log_likelihood
     if not np.isfinite(lower_bound):
         raise FloatingPointError(
-            "the log-likelihood of the batch is not finite; rescale the data or increase "
-            "reg_covar"
+            "the log-likelihood of the batch is not finite; rescale the data or increase reg_covar"
         )
     batch = _scaled(batch, 1.0 / batch.weight_sum)
     t = 0 if state is None else state.n_batches

@@ -108,8 +108,13 @@ def client(cluster):
 @pytest.mark.parametrize("covariance_type", TYPES)
 def test_equals_in_memory_with_given_init(client, data, covariance_type):
     X, _ = data
-    kw = dict(n_components=3, covariance_type=covariance_type, tol=0, max_iter=12,
-              **_given_init(X, covariance_type))
+    kw = dict(
+        n_components=3,
+        covariance_type=covariance_type,
+        tol=0,
+        max_iter=12,
+        **_given_init(X, covariance_type),
+    )
     distributed_fit = _fit(da.from_array(X, chunks=(400, 3)), **kw)
     _assert_same_fit(distributed_fit, _fit(X, engine="numpy", **kw))
     assert distributed_fit.n_features_in_ == 3
@@ -147,8 +152,15 @@ def test_init_on_a_distributed_sample(client, data, monkeypatch):
     assert rows == sorted(set(rows)), "sample rows are distinct and in row order"
     np.testing.assert_array_equal(w0, w[rows])
     start = initial_params("kmeans", X0, w0, 3, get_model("diag"), 1e-6, rng)
-    in_memory = _fit(X, sample_weight=w, engine="numpy", weights_init=start.weights,
-                     means_init=start.means, precisions_init=start.precisions, **kw)
+    in_memory = _fit(
+        X,
+        sample_weight=w,
+        engine="numpy",
+        weights_init=start.weights,
+        means_init=start.means,
+        precisions_init=start.precisions,
+        **kw,
+    )
     _assert_same_fit(distributed_fit, in_memory)
 
 
@@ -161,8 +173,9 @@ def test_predictions_are_lazy_dask_arrays(client, data):
         for source in (Xd, df):
             out = getattr(gm, op)(source)
             assert isinstance(out, da.Array), op
-            np.testing.assert_allclose(out.compute(), getattr(gm, op)(X), rtol=1e-12,
-                                       atol=1e-12, err_msg=op)
+            np.testing.assert_allclose(
+                out.compute(), getattr(gm, op)(X), rtol=1e-12, atol=1e-12, err_msg=op
+            )
     assert gm.predict(Xd).numblocks == (4,)
     with pytest.raises(ValueError, match="2 features, but GaussianMixture is expecting 3"):
         gm.predict(Xd[:, :2])
@@ -189,8 +202,11 @@ def test_errors(client, data):
     X, w = data
     bad = X.copy()
     bad[1234, 2] = np.inf
-    with pytest.raises(ValueError, match=r"NaN or infinity in the block of rows 1000-1499 "
-                                         r"\(first at row 1234\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"NaN or infinity in the block of rows 1000-1499 "
+        r"\(first at row 1234\)",
+    ):
         GaussianMixture(2, **_given_init(X, "full", K=2)).fit(da.from_array(bad, chunks=500))
     with pytest.raises(ValueError, match="Expected 2D array"):
         GaussianMixture(1, engine="dask").fit(da.zeros(10))
@@ -242,9 +258,10 @@ def test_worker_killed_mid_fit_gives_the_undisturbed_fit(client, data):
     # the nanny brings a fresh worker process back for the tests that follow
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        if len(client.scheduler_info()["workers"]) == 2 and victim_pid not in client.run(
-            os.getpid
-        ).values():
+        if (
+            len(client.scheduler_info()["workers"]) == 2
+            and victim_pid not in client.run(os.getpid).values()
+        ):
             break
         time.sleep(0.2)
     else:
@@ -254,11 +271,9 @@ def test_worker_killed_mid_fit_gives_the_undisturbed_fit(client, data):
 def test_local_scheduler_without_a_cluster(data):
     # no distributed client in scope: dask's threads, nothing persisted
     X, _ = data
-    kw = dict(n_components=3, tol=0, max_iter=5, **_given_init(X, "diag"),
-              covariance_type="diag")
+    kw = dict(n_components=3, tol=0, max_iter=5, **_given_init(X, "diag"), covariance_type="diag")
     with dask.config.set(scheduler="threads"):
         ex = DaskExecutor(da.from_array(X, chunks=1000), scheduler=None)
         if ex.client is None:
             assert ex.X.dask is not None  # still lazy
-        _assert_same_fit(_fit(da.from_array(X, chunks=1000), **kw),
-                         _fit(X, engine="numpy", **kw))
+        _assert_same_fit(_fit(da.from_array(X, chunks=1000), **kw), _fit(X, engine="numpy", **kw))

@@ -40,12 +40,15 @@ def files(tmp_path_factory, data):
     df = pd.DataFrame(X, columns=["a", "b", "c"]).assign(w=w)
     np.save(root / "x.npy", X)
     np.save(root / "xf.npy", np.asfortranarray(X))
-    pq.write_table(pa.Table.from_pandas(df, preserve_index=False), root / "x.parquet",
-                   row_group_size=500)
+    pq.write_table(
+        pa.Table.from_pandas(df, preserve_index=False), root / "x.parquet", row_group_size=500
+    )
     (root / "parts").mkdir()
     for i, s in enumerate(range(0, 2400, 700)):  # uneven files, sorted by name
-        pq.write_table(pa.Table.from_pandas(df.iloc[s : s + 700], preserve_index=False),
-                       root / "parts" / f"part-{i:02d}.parquet")
+        pq.write_table(
+            pa.Table.from_pandas(df.iloc[s : s + 700], preserve_index=False),
+            root / "parts" / f"part-{i:02d}.parquet",
+        )
     (root / "parts" / "_SUCCESS").write_text("")
     df.to_csv(root / "x.csv", index=False)
     np.savetxt(root / "x.tsv", X, delimiter="\t", fmt="%.17g")  # no header
@@ -76,8 +79,9 @@ def _given_init(X, covariance_type, K=3):
 
 def _assert_same_fit(a, b, atol=ATOL):
     for name in ("weights_", "means_", "covariances_", "precisions_cholesky_"):
-        np.testing.assert_allclose(getattr(a, name), getattr(b, name), rtol=0, atol=atol,
-                                   err_msg=name)
+        np.testing.assert_allclose(
+            getattr(a, name), getattr(b, name), rtol=0, atol=atol, err_msg=name
+        )
     assert a.n_iter_ == b.n_iter_
     assert a.lower_bound_ == pytest.approx(b.lower_bound_, rel=1e-12)
 
@@ -85,8 +89,13 @@ def _assert_same_fit(a, b, atol=ATOL):
 @pytest.mark.parametrize("covariance_type", TYPES)
 def test_npy_equals_in_memory_with_given_init(files, data, covariance_type):
     X, _ = data
-    kw = dict(n_components=3, covariance_type=covariance_type, tol=1e-9, max_iter=60,
-              **_given_init(X, covariance_type))
+    kw = dict(
+        n_components=3,
+        covariance_type=covariance_type,
+        tol=1e-9,
+        max_iter=60,
+        **_given_init(X, covariance_type),
+    )
     streamed = _fit(files / "x.npy", engine="stream", chunk_size=333, **kw)
     in_memory = _fit(np.load(files / "x.npy"), engine="numpy", **kw)
     _assert_same_fit(streamed, in_memory)
@@ -94,7 +103,8 @@ def test_npy_equals_in_memory_with_given_init(files, data, covariance_type):
 
 
 @pytest.mark.parametrize(
-    "name", ["xf.npy", "x.parquet", "parts", "x.csv", "x.tsv", "semicolon.csv"],
+    "name",
+    ["xf.npy", "x.parquet", "parts", "x.csv", "x.tsv", "semicolon.csv"],
     ids=lambda n: n,
 )
 def test_every_format_equals_in_memory(files, data, name):
@@ -131,8 +141,15 @@ def test_default_kmeans_init_on_reservoir_sample(files, data, monkeypatch):
     np.testing.assert_array_equal(w0, w[rows])
     assert np.all(w0 > 0), "rows of weight zero never enter the sample"
     start = initial_params("kmeans", X0, w0, 3, get_model("diag"), 1e-6, rng)
-    in_memory = _fit(X, sample_weight=w, engine="numpy", weights_init=start.weights,
-                     means_init=start.means, precisions_init=start.precisions, **kw)
+    in_memory = _fit(
+        X,
+        sample_weight=w,
+        engine="numpy",
+        weights_init=start.weights,
+        means_init=start.means,
+        precisions_init=start.precisions,
+        **kw,
+    )
     _assert_same_fit(streamed, in_memory)
 
 
@@ -183,15 +200,21 @@ def test_nan_chunk_names_file_and_rows(tmp_path, data):
     np.save(tmp_path / "nan.npy", X)
     # the first pass is an E-step in chunks of 500 rows
     gm = GaussianMixture(3, chunk_size=500, **_given_init(data[0], "full"))
-    with pytest.raises(ValueError, match=r"nan\.npy: NaN or infinity in rows 1000-1499 "
-                                         r"\(first at row 1234\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"nan\.npy: NaN or infinity in rows 1000-1499 "
+        r"\(first at row 1234\)",
+    ):
         gm.fit(tmp_path / "nan.npy")
     with pytest.raises(NotFittedError):
         gm.predict(X[:5])
     # with k-means init the sampling pass meets it first
     gm = GaussianMixture(3)
-    with pytest.raises(ValueError, match=r"nan\.npy: NaN or infinity in rows 0-2399 "
-                                         r"\(first at row 1234\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"nan\.npy: NaN or infinity in rows 0-2399 "
+        r"\(first at row 1234\)",
+    ):
         gm.fit(tmp_path / "nan.npy")
     with pytest.raises(NotFittedError):
         gm.predict(X[:5])
@@ -262,8 +285,7 @@ def test_file_deleted_between_passes(tmp_path, data):
 def test_file_corrupted_in_place_is_a_read_error(tmp_path, data):
     # same size, same mtime, same inode: only reading notices
     path = tmp_path / "x.parquet"
-    pq.write_table(pa.table({"a": data[0][:, 0], "b": data[0][:, 1]}), path,
-                   compression="snappy")
+    pq.write_table(pa.table({"a": data[0][:, 0], "b": data[0][:, 1]}), path, compression="snappy")
     st = os.stat(path)
 
     def corrupt():
@@ -285,7 +307,8 @@ def test_directory_gaining_a_file_is_a_change(files, tmp_path):
     extra = files / "parts" / "part-00.parquet"
     with pytest.raises(SourceChangedError, match="changed during the fit"):
         GaussianMixture(2).fit(
-            parts, sample_weight="w",
+            parts,
+            sample_weight="w",
             callback=_callback_at(1, lambda: shutil.copy(extra, parts / "part-99.parquet")),
         )
 
@@ -297,8 +320,11 @@ def test_directory_gaining_a_file_is_a_change(files, tmp_path):
         (lambda p: np.save(p / "v.npy", np.array([["a", "b"]])), TypeError, "numeric"),
         (lambda p: (p / "v.npy").write_bytes(b"not numpy"), SourceReadError, "not a readable"),
         (lambda p: (p / "v.txt").write_text("1 2"), ValueError, "supported sources"),
-        (lambda p: pq.write_table(pa.table({"a": [1.0], "s": ["x"]}), p / "v.parquet"),
-         TypeError, r"non-numeric columns: s \(string\)"),
+        (
+            lambda p: pq.write_table(pa.table({"a": [1.0], "s": ["x"]}), p / "v.parquet"),
+            TypeError,
+            r"non-numeric columns: s \(string\)",
+        ),
         (lambda p: (p / "v.csv").write_text(""), ValueError, "is empty"),
         (lambda p: (p / "v.csv").write_text("a,b\n"), ValueError, "no data rows"),
         (lambda p: (p / "v").mkdir(), ValueError, "no Parquet files"),

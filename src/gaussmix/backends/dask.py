@@ -437,9 +437,7 @@ def predict_op(estimator: Any, X: Any, op: str) -> Any:
     K = params.n_components
     probe = getattr(_mixture, op)(params, np.zeros((1, X.shape[1]), dtype=X.dtype))
     if probe.ndim == 1:
-        return X.map_blocks(
-            _predict_block, params=params, op=op, dtype=probe.dtype, drop_axis=1
-        )
+        return X.map_blocks(_predict_block, params=params, op=op, dtype=probe.dtype, drop_axis=1)
     return X.map_blocks(
         _predict_block, params=params, op=op, dtype=probe.dtype, chunks=(X.chunks[0], (K,))
     )

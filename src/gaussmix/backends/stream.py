@@ -538,8 +538,13 @@ class StreamExecutor:
             )
 
     # -------------------------------------------------------------- chunks
-    def chunks(self, chunk_rows: int) -> Iterator[tuple[int, NDArray, NDArray | None]]:
+    def chunks(
+        self, chunk_rows: int, *, check_finite: bool = True
+    ) -> Iterator[tuple[int, NDArray, NDArray | None]]:
         """One checked pass: ``(global start row, X_chunk, weight_chunk)`` triples in row order.
+
+        ``check_finite=False`` leaves the NaN check to the consumer (the fast kernel makes
+        its own; :meth:`_name_nonfinite` then words the error).
 
         Raises
         ------
@@ -561,7 +566,8 @@ class StreamExecutor:
                 for start, block in reader._iter_file(index, columns, chunk_rows):
                     local = start + block.shape[0]
                     X = block[:, : self.n_features]
-                    _check_finite(X, path, start)
+                    if check_finite:
+                        _check_finite(X, path, start)
                     X = np.ascontiguousarray(X, dtype=self.dtype)
                     digest = (digest + _bit_sum(X)) & _MASK64
                     if self._weight_column is not None:
@@ -600,6 +606,15 @@ class StreamExecutor:
                     f"the Parquet files in {reader.directory} changed during the fit"
                 )
 
+    def _name_nonfinite(self, start: int, X: NDArray) -> None:
+        """Raise the file-and-rows error if chunk ``X`` (global ``start``) is not finite."""
+        offset = 0
+        for path, rows in zip(self.reader.files, self.reader.file_rows, strict=True):
+            if start < offset + rows:
+                _check_finite(X, path, start - offset)
+                return
+            offset += rows
+
     def _chunk_rows(self, n_components: int) -> int:
         if self.chunk_size:
             return self.chunk_size
@@ -613,8 +628,16 @@ class StreamExecutor:
         """Summed statistics of one pass over the file under ``params``."""
         shift = params.means if shift is None else shift
         total = SuffStats.zeros(shift, params.model.moment)
-        for _, X, w in self.chunks(self._chunk_rows(params.n_components)):
-            total = total + chunk_e_step(X, w, params, shift)
+        fast = _has_fast_kernel()  # it checks for NaN itself: one scan of each chunk, not two
+        for start, X, w in self.chunks(
+            self._chunk_rows(params.n_components), check_finite=not fast
+        ):
+            try:
+                stats = chunk_e_step(X, w, params, shift)
+            except ValueError:
+                self._name_nonfinite(start, X)
+                raise
+            total = total + stats
         if total.weight_sum <= 0:
             raise ValueError(f"the sample weights of {self.path} are all zero")
         return total
