@@ -341,7 +341,7 @@ def test_fit_on_a_dask_scheduler(ws, faithful):
         pytest.skip("gaussmix/backends/dask.py (the Dask engine) is not there yet")
     distributed = pytest.importorskip("distributed")
     with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
-                                  protocol="tcp", dashboard_address=None) as cluster:  # fmt: skip
+                                  protocol="tcp", dashboard_address=":0") as cluster:  # fmt: skip
         proc = ok(run("fit", "faithful.csv", "-k", "2", "--scheduler", cluster.scheduler_address,
                       "--json", "-q", "-o", "dask.gmm", cwd=ws))  # fmt: skip
     summary = json.loads(proc.stdout)

@@ -212,9 +212,7 @@ def test_html_is_self_contained_and_carries_the_data(section_2d, fitted_2d, tmp_
 
 def test_png_files(section_2d, tmp_path):
     written = write_png([section_2d], tmp_path / "figs")
-    assert sorted(p.name for p in written) == sorted(
-        f"two-{n}.png" for n in section_2d.figures
-    )
+    assert sorted(p.name for p in written) == sorted(f"two-{n}.png" for n in section_2d.figures)
     for p in written:
         assert mpimg.imread(p)[..., :3].std() > 0.05
 

@@ -157,9 +157,7 @@ def _read_npy(path: Path, wanted: list[str] | None) -> Table:
 # --------------------------------------------------------------------------- Parquet
 def _read_parquet(path: Path, wanted: list[str] | None) -> Table:
     if importlib.util.find_spec("pyarrow") is None:
-        raise DataError(
-            f"{path}: reading Parquet needs pyarrow (pip install 'gaussmix[arrow]')"
-        )
+        raise DataError(f"{path}: reading Parquet needs pyarrow (pip install 'gaussmix[arrow]')")
     import pyarrow as pa
     import pyarrow.parquet as pq
 

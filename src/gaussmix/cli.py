@@ -168,11 +168,13 @@ class _FitProgress:
 
 
 class _GridProgress:
-    """Progress over the cells of a selection grid."""
+    """Progress over the cells of a selection grid, with the running cell's EM iteration
+    (iteration, log-likelihood, change) when cells run in this process."""
 
-    def __init__(self, enabled: bool, total_label: str) -> None:
+    def __init__(self, enabled: bool, label: str, total: int | None = None) -> None:
         self.enabled = enabled
-        self.label = total_label
+        self.label = label
+        self.total = total
         self.progress = None
         self.task = None
         self.start = time.perf_counter()
@@ -185,12 +187,12 @@ class _GridProgress:
         if self.progress is not None:
             self.progress.stop()
 
-    def on_cell(self, row, done: int, total: int) -> None:
-        if not self.enabled:
-            return
+    def _ready(self) -> bool:
+        if not self.enabled or self.total is None:
+            return False
         if self.progress is None:
             if time.perf_counter() - self.start < _delay():
-                return
+                return False
             from rich.console import Console
             from rich.progress import (
                 BarColumn,
@@ -205,15 +207,32 @@ class _GridProgress:
                 BarColumn(),
                 MofNCompleteColumn(),
                 TextColumn("{task.fields[last]}"),
+                TextColumn("{task.fields[em]}"),
                 TimeElapsedColumn(),
                 console=Console(stderr=True),
                 transient=True,
             )
             self.progress.start()
-            self.task = self.progress.add_task(self.label, total=total, last="")
+            self.task = self.progress.add_task(self.label, total=self.total, last="", em="")
+        return True
+
+    def on_iteration(self, p) -> None:
+        if not self._ready():
+            return
+        delta = "" if not math.isfinite(p.change) else f" Δ {p.change:+.2e}"
+        self.progress.update(self.task, em=f"iter {p.iteration} log-lik {p.lower_bound:.5f}{delta}")
+
+    def on_cell(self, row, done: int, total: int) -> None:
+        self.total = total
+        if not self._ready():
+            return
         crit = "failed" if row.error else f"BIC {row.bic:.2f}"
         self.progress.update(
-            self.task, completed=done, last=f"K={row.n_components} {row.covariance_type}: {crit}"
+            self.task,
+            total=total,
+            completed=done,
+            last=f"K={row.n_components} {row.covariance_type}: {crit}",
+            em="",
         )
 
 
@@ -379,13 +398,22 @@ def main() -> None:
 @click.option("--engine", default="auto", show_default=True,
               help="E-step engine (auto, numpy, cpu, stream, dask, torch).")  # fmt: skip
 @_columns_option
-@click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
-              help="Model file to write [default: DATA's name with .gmm, in the current folder].")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Model file to write [default: DATA's name with .gmm, in the current folder].",
+)
 @click.option("--stream/--no-stream", default=None,
               help="Read the file chunk by chunk on every EM pass (constant memory). "
                    "Default: on for files over 1 GiB.")  # fmt: skip
-@click.option("--scheduler", metavar="ADDRESS", default=None,
-              help="Fit on a Dask cluster (e.g. tcp://10.0.0.5:8786).")
+@click.option(
+    "--scheduler",
+    metavar="ADDRESS",
+    default=None,
+    help="Fit on a Dask cluster (e.g. tcp://10.0.0.5:8786).",
+)
 @click.option("--connect-timeout", type=click.FloatRange(min=0, min_open=True), default=10.0,
               show_default=True, help="Seconds to wait for the --scheduler.")  # fmt: skip
 @_json_option
@@ -491,8 +519,13 @@ def _fit_on_cluster(address, path, wanted, k, params, progress, timeout):
 @click.argument("data", type=click.Path(dir_okay=False))
 @click.option("--proba", is_flag=True, help="Posterior probabilities instead of labels.")
 @_columns_option
-@click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
-              help="CSV file to write (default: stdout).")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="CSV file to write (default: stdout).",
+)
 @_json_option
 def predict(model_file, data, proba, columns, output, as_json) -> None:
     """Most probable component (or posterior probabilities) of each row of DATA.
@@ -561,8 +594,13 @@ def score(model_file, data, columns, as_json) -> None:
 @click.option("-n", "--n-samples", "n", type=click.IntRange(min=1), required=True,
               help="Rows to draw (>= 1).")  # fmt: skip
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
-@click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
-              help="CSV file to write (default: stdout).")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="CSV file to write (default: stdout).",
+)
 @_json_option
 def sample(model_file, n, seed, output, as_json) -> None:
     """Draw N rows from MODEL, each with the component it came from.
@@ -601,11 +639,20 @@ def sample(model_file, n, seed, output, as_json) -> None:
 @click.option("--tol", type=click.FloatRange(min=0), default=1e-3, show_default=True)
 @click.option("--reg-covar", type=click.FloatRange(min=0), default=1e-6, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed of every cell.")
-@click.option("--n-jobs", type=int, default=None,
-              help="Worker processes (-1: all cores). Default: all cores for big grids.")
+@click.option(
+    "--n-jobs",
+    type=int,
+    default=None,
+    help="Worker processes (-1: all cores). Default: all cores for big grids.",
+)
 @_columns_option
-@click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
-              help="Write the best model to this file.")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Write the best model to this file.",
+)
 @_json_option
 @_quiet_option
 def select(data, k_min, k_max, covariance_type, criterion, n_init, max_iter, tol, reg_covar, seed,
@@ -626,12 +673,13 @@ def select(data, k_min, k_max, covariance_type, criterion, n_init, max_iter, tol
         raise CliError(f"--k-max ({k_max}) is smaller than --k-min ({k_min})")
     table = _read(data, columns)
     _check_k(k_max, table.X.shape[0], data)
-    grid = _GridProgress(_progress_enabled(quiet), "select")
+    n_types = 4 if covariance_type == "all" else 1
+    grid = _GridProgress(_progress_enabled(quiet), "select", (k_max - k_min + 1) * n_types)
     with grid:
         result = run_select(
             table.X, range(k_min, k_max + 1), covariance_type, criterion, n_jobs=n_jobs,
-            random_state=seed, on_cell=grid.on_cell, n_init=n_init, max_iter=max_iter,
-            tol=tol, reg_covar=reg_covar,
+            random_state=seed, on_cell=grid.on_cell, callback=grid.on_iteration, n_init=n_init,
+            max_iter=max_iter, tol=tol, reg_covar=reg_covar,
         )  # fmt: skip
     best = result.best_model
     if table.has_header:
@@ -689,9 +737,7 @@ def info(model_file, as_json) -> None:
 
     model = _load_model(model_file)
     K, d = model.means_.shape
-    names = [str(c) for c in getattr(model, "feature_names_in_", [])] or [
-        f"x{i}" for i in range(d)
-    ]
+    names = [str(c) for c in getattr(model, "feature_names_in_", [])] or [f"x{i}" for i in range(d)]
     cov_model = get_model(model.covariance_type)
     covs = np.asarray(model.covariances_, dtype=np.float64)
     full = [cov_model.full_matrix(covs, k, d) for k in range(K)]
@@ -724,11 +770,21 @@ def info(model_file, as_json) -> None:
 @click.argument("model_file", metavar="[MODEL]", required=False, type=click.Path(dir_okay=False))
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default="report.html",
               show_default=True, help="HTML file to write.")  # fmt: skip
-@click.option("--png", "png_dir", type=click.Path(file_okay=False), default=None,
-              help="Also write each figure as a PNG file in this folder.")
+@click.option(
+    "--png",
+    "png_dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Also write each figure as a PNG file in this folder.",
+)
 @click.option("--k-min", type=click.IntRange(min=1), default=1, show_default=True)
-@click.option("--k-max", type=click.IntRange(min=1), default=6, show_default=True,
-              help="Largest K of the BIC/ICL curves (and of the selection without MODEL).")
+@click.option(
+    "--k-max",
+    type=click.IntRange(min=1),
+    default=6,
+    show_default=True,
+    help="Largest K of the BIC/ICL curves (and of the selection without MODEL).",
+)
 @click.option("--covariance-type", type=click.Choice([*_COVARIANCE_TYPES, "all"]), default="all",
               show_default=True, help="Covariance types of the curves.")  # fmt: skip
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -759,11 +815,13 @@ def report(data, model_file, output, png_dir, k_min, k_max, covariance_type, see
     table = _read_for_model(data, columns, model) if model is not None else _read(data, columns)
     n = table.X.shape[0]
     k_max_grid = min(k_max, n)
-    grid = _GridProgress(_progress_enabled(quiet), "BIC grid")
+    ks = range(min(k_min, k_max_grid), k_max_grid + 1)
+    n_types = 4 if covariance_type == "all" else 1
+    grid = _GridProgress(_progress_enabled(quiet), "BIC grid", len(ks) * n_types)
     with grid:
-        selection = run_select(table.X, range(min(k_min, k_max_grid), k_max_grid + 1),
-                               covariance_type, "bic", n_jobs=n_jobs, random_state=seed,
-                               on_cell=grid.on_cell)  # fmt: skip
+        selection = run_select(table.X, ks, covariance_type, "bic", n_jobs=n_jobs,
+                               random_state=seed, on_cell=grid.on_cell,
+                               callback=grid.on_iteration)  # fmt: skip
     shown = model if model is not None else selection.best_model
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="X does not have valid feature names")
@@ -786,8 +844,13 @@ def report(data, model_file, output, png_dir, k_min, k_max, covariance_type, see
 
 
 @main.command(context_settings=_CONTEXT)
-@click.option("-o", "--output-dir", type=click.Path(file_okay=False), default=None,
-              help="Folder for report.html [default: gaussmix-demo in the temp folder].")
+@click.option(
+    "-o",
+    "--output-dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Folder for report.html [default: gaussmix-demo in the temp folder].",
+)
 @click.option("--n-jobs", type=int, default=None, help="Worker processes for the grids.")
 @_json_option
 @_quiet_option

@@ -464,9 +464,7 @@ def build_section(
     labels = np.argmax(proba, axis=1)
     uncertainty = 1.0 - proba.max(axis=1)
     section = ReportSection(title, _slug(name or title))
-    cap_note = (
-        f" (first {len(dims)} of {d} features)" if len(dims) < d else ""
-    )
+    cap_note = f" (first {len(dims)} of {d} features)" if len(dims) < d else ""
     fig, data = _classification(Xs, labels, model, names, dims)
     section.figures["classification"], section.data["classification"] = fig, data
     section.captions["classification"] = (

@@ -143,6 +143,7 @@ class SelectionResult:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary: criterion, best cell and every row (NaN as None)."""
+
         def clean(row: SelectionRow) -> dict[str, Any]:
             d = asdict(row)
             for key, value in d.items():
@@ -194,8 +195,9 @@ def _fit_cell(
                 nan = float("nan")
                 text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
                 return (
-                    SelectionRow(n_components, covariance_type, nan, nan, nan, nan, 0, 0, False,
-                                 text),
+                    SelectionRow(
+                        n_components, covariance_type, nan, nan, nan, nan, 0, 0, False, text
+                    ),
                     None,
                 )
             n = X.shape[0]
