@@ -1,10 +1,10 @@
 """Distributed EM on a dask.distributed LocalCluster: seconds per EM iteration vs workers.
 
-The data (a K-component mixture, float64) is generated on the workers block by block, so
-the client never holds it; each fit persists it once, then runs ``--iters`` EM iterations
-from a fixed start. Reported per worker count: median seconds per iteration (iterations after
-the first; the fastest of ``--repeat`` fits), the first iteration of the first fit (which
-includes generating and persisting the blocks), and the ratio to the peer, the in-memory fit of the same rows on the
+The data (a K-component mixture, float64) is generated on the workers block by block; each
+fit persists it once, then runs ``--iters`` EM iterations from a fixed start. Reported per
+worker count: median seconds per iteration (iterations after the first; the fastest of
+``--repeat`` fits), the first iteration of the first fit (which includes generating and
+persisting the blocks), and the ratio to the peer, the in-memory fit of the same rows on the
 client (``engine="auto"``, the fast CPU engine on all cores).
 
 Usage::
