@@ -21,7 +21,6 @@ from gaussmix._io import read_table, write_csv
 from gaussmix.demo import faithful_like, iris_data
 
 SCRIPT = Path(sys.executable).with_name("gaussmix")
-BACKENDS = Path(gaussmix.__file__).parent / "backends"
 FAITHFUL_NAMES = ["eruptions", "waiting"]
 
 
@@ -316,10 +315,8 @@ def test_demo(tmp_path):
 
 # --------------------------------------------------------------------------- engines
 def test_fit_stream(ws, faithful):
-    if not (BACKENDS / "stream.py").exists():
-        pytest.skip("gaussmix/backends/stream.py (the stream engine) is not there yet")
-    proc = ok(run("fit", "faithful.csv", "-k", "2", "--stream", "--json", "-q", "-o",
-                  "stream.gmm", cwd=ws))  # fmt: skip
+    proc = ok(invoke("fit", ws / "faithful.csv", "-k", "2", "--stream", "--json", "-q", "-o",
+                     ws / "stream.gmm"))  # fmt: skip
     summary = json.loads(proc.stdout)
     assert summary["engine"] == "stream"
     in_memory = GaussianMixture(2, random_state=0).fit(faithful)
@@ -337,8 +334,6 @@ def test_fit_stream(ws, faithful):
 
 @pytest.mark.slow
 def test_fit_on_a_dask_scheduler(ws, faithful):
-    if not (BACKENDS / "dask.py").exists():
-        pytest.skip("gaussmix/backends/dask.py (the Dask engine) is not there yet")
     distributed = pytest.importorskip("distributed")
     with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
                                   protocol="tcp", dashboard_address=":0") as cluster:  # fmt: skip
@@ -532,11 +527,10 @@ def test_failures_leave_no_temporary_files(ws, failure_runs):
     assert _temporaries(ws) == []
 
 
-@pytest.mark.slow
 def test_unreachable_scheduler_is_one_line(ws):
     pytest.importorskip("distributed")
-    proc = run("fit", "faithful.csv", "-k", "2", "--scheduler", "tcp://127.0.0.1:9",
-               "--connect-timeout", "1", "-o", "never.gmm", cwd=ws)  # fmt: skip
+    proc = invoke("fit", ws / "faithful.csv", "-k", "2", "--scheduler", "tcp://127.0.0.1:9",
+                  "--connect-timeout", "1", "-o", ws / "never.gmm")  # fmt: skip
     assert proc.returncode == 1
     (line,) = proc.stderr.splitlines()
     assert line.startswith("gaussmix: error: cannot connect to the Dask scheduler at tcp://")
