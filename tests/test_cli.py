@@ -258,6 +258,7 @@ def test_info(ws):
     np.testing.assert_allclose(payload["weights"], model.weights_, rtol=1e-15)
 
 
+@pytest.mark.slow
 def test_report_with_model_and_png(ws):
     from gaussmix.report import read_report_data
 
@@ -394,6 +395,7 @@ def slow_data(ws):
     return "slow.npy"
 
 
+@pytest.mark.slow
 def test_progress_bar_on_a_terminal_only(ws, faithful):
     args = ["fit", "faithful.csv", "-k", "2", "--tol", "0", "--max-iter", "30", "-o", "p.gmm"]
     env = {"GAUSSMIX_PROGRESS_DELAY": "0"}
@@ -409,6 +411,7 @@ def test_progress_bar_on_a_terminal_only(ws, faithful):
     # stderr as a pipe (no terminal): test_fit_writes_a_model_gaussmix_load_reads
 
 
+@pytest.mark.slow
 def test_ctrl_c_stops_cleanly_without_output(ws, slow_data):
     args = ["fit", slow_data, "-k", "4", "--tol", "0", "--max-iter", "100000", "-o", "int.gmm"]
     proc, master, seen = _pty_run(args, ws, {"GAUSSMIX_PROGRESS_DELAY": "0"}, until=b"log-lik")

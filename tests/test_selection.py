@@ -105,6 +105,7 @@ def test_values_layout_and_criterion_choice(grid, faithful):
     assert by_aic.best_index == int(np.argmin(flat))
 
 
+@pytest.mark.slow
 def test_parallel_equals_sequential(faithful):
     seq = select(faithful, range(1, 4), ["full", "diag"], n_jobs=1)
     par = select(faithful, range(1, 4), ["full", "diag"], n_jobs=2)
