@@ -87,6 +87,27 @@ def test_e_step_equals_reference(shape, covariance_type, weighted):
 
 
 @pytest.mark.parametrize("shape", SHAPES, ids=["fused", "blas"])
+@pytest.mark.parametrize("covariance_type", ["full", "tied"])
+def test_lower_triangular_factors_from_precisions_init(shape, covariance_type):
+    # precisions_init gives lower Cholesky factors of the precisions (not the upper ones of
+    # an M-step): the kernels must not assume a triangle
+    rng = np.random.default_rng(8)
+    n, d, K = shape
+    upper = _params(rng, K, d, covariance_type)
+    lower = MixtureParams.from_precisions_cholesky(
+        upper.weights,
+        upper.means,
+        np.linalg.cholesky(upper.precisions),
+        covariance_type,
+    )
+    assert not np.any(np.triu(np.atleast_3d(lower.precisions_cholesky.T).T, 1))
+    X = _data(rng, n, upper)
+    ref = NumpyExecutor(X).e_step(lower)
+    _assert_stats_close(CpuExecutor(X).e_step(lower), ref, 1e-10)
+    _assert_stats_close(CpuExecutor(X).e_step(upper), ref, 1e-10)
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=["fused", "blas"])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_threads_never_change_the_sum(shape, dtype):
     rng = np.random.default_rng(1)
