@@ -6,7 +6,7 @@ process (``engine="stream"``, default k-means init on the reservoir sample) and 
 
 * rows/s of one E-step pass (median over passes after the first, which also holds the init),
 * the sampling pass (reservoir + k-means) time,
-* peak RSS of the fitting process (``ru_maxrss``) and its RSS right after the imports.
+* peak RSS of the fitting process (``VmHWM``) and its peak right after the imports.
 
 The peer (``--peer``, on by default for files up to 1 GiB) is the in-memory fit of the same
 file (``np.load`` then ``engine="auto"``, the same kernel as the stream's): the ratio is the
@@ -107,6 +107,12 @@ def child(args) -> None:
     from gaussmix import GaussianMixture
 
     def rss_mib():
+        # VmHWM: peak RSS of this process image. ru_maxrss would do on its own, but on Linux
+        # it carries over the parent's peak through fork + exec
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
     rss_imports = rss_mib()

@@ -65,6 +65,7 @@ _FAST_CHUNK_ELEMENTS = 1 << 21
 _PLAIN_CHUNK_ROWS = 65536
 
 _PARQUET_SUFFIXES = (".parquet", ".parq", ".pq")
+_CSV_BLOCK_BYTES = 1 << 20
 _CSV_DELIMITERS = {".csv": ",", ".tsv": "\t", ".tab": "\t"}
 
 
@@ -355,14 +356,13 @@ class _CsvReader(_Reader):
         import pyarrow.csv as pcsv
 
         path = self.files[index]
-        d = len(self.columns)
-        # bytes per block: about chunk_rows rows of short decimal numbers
-        block_size = int(min(64 << 20, max(1 << 20, chunk_rows * d * 12)))
         options = dict(
             read_options=pcsv.ReadOptions(
                 column_names=self.columns,
                 skip_rows=1 if self.header else 0,
-                block_size=block_size,
+                # Arrow's reader keeps dozens of blocks in flight (memory ~36 x block_size, as
+                # measured): small blocks, merged here into chunks of chunk_rows rows
+                block_size=_CSV_BLOCK_BYTES,
                 use_threads=False,
             ),
             parse_options=pcsv.ParseOptions(delimiter=self.delimiter),
@@ -371,7 +371,8 @@ class _CsvReader(_Reader):
                 include_columns=[self.columns[j] for j in columns],
             ),
         )
-        start = 0
+        start = done = 0  # first row of the pending chunk; rows converted so far
+        pending: list[NDArray] = []
         try:
             # opening reads and converts the first block already
             reader = pcsv.open_csv(path, **options)
@@ -379,14 +380,19 @@ class _CsvReader(_Reader):
                 try:
                     batch = reader.read_next_batch()
                 except StopIteration:
-                    return
+                    break
                 if batch.num_rows:
-                    yield start, _batch_to_array(batch, len(columns), path, start)
-                start += batch.num_rows
+                    pending.append(_batch_to_array(batch, len(columns), path, done))
+                done += batch.num_rows
+                if done - start >= chunk_rows:
+                    yield start, np.concatenate(pending) if len(pending) > 1 else pending[0]
+                    pending, start = [], done
         except pa.ArrowInvalid as exc:
             raise SourceReadError(
-                f"{path}: unreadable value after data row {start}: {exc}"
+                f"{path}: unreadable value after data row {done}: {exc}"
             ) from None
+        if pending:
+            yield start, np.concatenate(pending) if len(pending) > 1 else pending[0]
 
 
 def _open_reader(path: Path) -> _Reader:
