@@ -206,18 +206,23 @@ def kmeans(
         # hash-keyed sample keeps weights-as-repeats and row-order invariance
         keep = fast.sample_mask(X, w, max(_SAMPLE_ROWS, 256 * n_clusters), random_state)
     if keep is not None and np.count_nonzero(keep) >= n_clusters:
-        _, centers = kmeans(
-            X[keep], n_clusters, sample_weight=w[keep], random_state=random_state,
-            max_iter=max_iter, tol=tol,
-        )
+        # many small BLAS calls on the sample: extra BLAS threads would only wait
+        with fast.single_threaded_blas():
+            _, centers = kmeans(
+                X[keep], n_clusters, sample_weight=w[keep], random_state=random_state,
+                max_iter=max_iter, tol=tol,
+            )
         n_iter = min(max_iter, _POLISH_ITER)
     else:
         centers, _ = kmeans_plusplus(X, n_clusters, sample_weight=w, random_state=random_state)
     X64 = X.astype(np.float64, copy=False)
-    mean = w @ X64 / w.sum()
-    # column by column: no (n_samples, n_features) temporary
-    var = [w @ (X64[:, j] - mean[j]) ** 2 for j in range(X.shape[1])]
-    tol_abs = tol * float(np.mean(var) / w.sum())
+    if fast is not None:
+        var = fast.mean_variance(X, w)[1]
+    else:
+        mean = w @ X64 / w.sum()
+        # column by column: no (n_samples, n_features) temporary
+        var = [w @ (X64[:, j] - mean[j]) ** 2 / w.sum() for j in range(X.shape[1])]
+    tol_abs = tol * float(np.mean(var))
     labels, dist, sums, counts = _assign_sums(X, w, centers, fast)
     for _ in range(n_iter):
         new = centers.copy()

@@ -16,9 +16,17 @@ from numpy.typing import NDArray
 
 from gaussmix._stats import SuffStats
 from gaussmix.backends._cpu_kernels import f64_bits
-from gaussmix.backends.cpu import _run_threads, default_threads
+from gaussmix.backends.cpu import _run_threads, _single_threaded_blas, default_threads
 
-__all__ = ["assign_sums", "label_stats", "sample_mask"]
+__all__ = [
+    "assign_sums",
+    "label_stats",
+    "mean_variance",
+    "sample_mask",
+    "single_threaded_blas",
+]
+
+single_threaded_blas = _single_threaded_blas
 
 _JIT = {"cache": True, "nogil": True, "fastmath": {"contract", "reassoc", "nsz"}}
 _MAX_GROUPS = 64
@@ -236,3 +244,36 @@ def label_stats(
         sxx_t = sxx_t[:, 0, :]
     wsum = float(n) if not weighted else float(ww.sum())
     return SuffStats(shift, nk.sum(axis=0), sx.sum(axis=0), sxx_t, 0.0, wsum, n)
+
+
+@nb.njit(**_JIT)
+def _mean_var(X, w):
+    n, d = X.shape
+    mean = np.zeros(d)
+    total = 0.0
+    for i in range(n):
+        total += w[i]
+        for j in range(d):
+            mean[j] += w[i] * X[i, j]
+    mean /= total
+    var = np.zeros(d)
+    for i in range(n):
+        for j in range(d):
+            t = X[i, j] - mean[j]
+            var[j] += w[i] * t * t
+    return mean, var / total
+
+
+def mean_variance(X: NDArray, w: NDArray) -> tuple[NDArray, NDArray]:
+    """Weighted mean and variance of every feature (two compiled passes, no temporaries).
+
+    Parameters
+    ----------
+    X : ndarray of shape (n_samples, n_features)
+    w : ndarray of shape (n_samples,)
+
+    Returns
+    -------
+    mean, var : ndarray of shape (n_features,)
+    """
+    return _mean_var(np.ascontiguousarray(X), np.array(w, dtype=np.float64))
