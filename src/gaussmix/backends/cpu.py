@@ -201,7 +201,7 @@ class CpuExecutor:
     -----
     Extra memory: per-group statistics (at most about 16 MiB) plus, per thread, one tile of
     rows (fused path) or one chunk of ``(rows, K·d)`` projections and ``(K, rows, d)`` scaled
-    rows of about 8 MiB each (BLAS path). Nothing of size N × K is allocated.
+    rows of about 16 MiB each in float64 (BLAS path). Nothing of size N × K is allocated.
     """
 
     def __init__(
