@@ -234,6 +234,10 @@ def _estep_range(
             s = 0.0
             for r in range(m):
                 s += lj[k, r]
+            if s == 0.0:
+                # every responsibility of this tile is an exact zero (far component): the
+                # statistics would only add zeros
+                continue
             nk[k] += s
             for i in range(d):
                 sh = shift[k, i]
@@ -370,22 +374,33 @@ def resp_from_projection(Y, bias, const, per_component, w, weighted, offset, cut
 
 
 @nb.njit(**_JIT)
-def scaled_centred(Xc, R, shift, Z, nk, sx):
-    """``Z[k] = sqrt(R[:, k]) (X_chunk - s_k)``; adds ``Σ R`` to ``nk`` and ``Σ R (x - s_k)``
-    to ``sx`` (float64), so that ``Z[k]ᵀ Z[k]`` is the chunk's scatter of component ``k``."""
+def scaled_centred(Xc, R, shift, Z, nk, sx, counts):
+    """Component ``k``'s rows ``sqrt(R[r, k]) (x_r - s_k)`` packed into ``Z[k, :counts[k]]``.
+
+    Rows whose responsibility is exactly zero (below the exp cut-off) are left out: with
+    well-separated components most rows belong to one component, and the scatter GEMM
+    ``Z[k]ᵀ Z[k]`` shrinks accordingly (adding zeros would not change it). Adds ``Σ R`` to
+    ``nk`` and ``Σ R (x - s_k)`` to ``sx`` (float64).
+    """
     m, d = Xc.shape
     K = shift.shape[0]
+    acc = np.empty(d)
     for k in range(K):
         s = 0.0
-        acc = np.zeros(d)
+        acc[:] = 0.0
+        n = 0
         for r in range(m):
             rk = R[r, k]
+            if rk == 0.0:
+                continue
             s += rk
             sq = math.sqrt(rk)
             for j in range(d):
                 c = Xc[r, j] - shift[k, j]
                 acc[j] += rk * c
-                Z[k, r, j] = sq * c
+                Z[k, n, j] = sq * c
+            n += 1
+        counts[k] = n
         nk[k] += s
         for j in range(d):
             sx[k, j] += acc[j]

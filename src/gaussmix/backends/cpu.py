@@ -353,6 +353,7 @@ class CpuExecutor:
             R = np.empty((m, K), dtype=dtype)
             lognorm = np.empty(m)
             Z = np.empty(K * m * d, dtype=dtype)
+            counts = np.empty(K, dtype=np.int64)
             for g in range(first, G, step):
                 nk[g] = 0.0
                 sx[g] = 0.0
@@ -379,8 +380,13 @@ class CpuExecutor:
                     ll[g] += float(lognorm[:c].sum())
                     # a C-contiguous (K, c, d) view for partial chunks too: one compiled kernel
                     Zc = Z[: K * c * d].reshape(K, c, d)
-                    _k.scaled_centred(Xc, R[:c], prep.shift, Zc, nk[g], sx[g])
-                    sxx[g] += np.matmul(Zc.transpose(0, 2, 1), Zc)
+                    _k.scaled_centred(Xc, R[:c], prep.shift, Zc, nk[g], sx[g], counts)
+                    if np.all(counts == c):
+                        sxx[g] += np.matmul(Zc.transpose(0, 2, 1), Zc)
+                    else:
+                        for k in np.flatnonzero(counts):
+                            Zk = Zc[k, : counts[k]]
+                            sxx[g, k] += Zk.T @ Zk
 
         return task
 
