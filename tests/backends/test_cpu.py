@@ -133,6 +133,25 @@ def test_zero_weight_component_and_far_rows(covariance_type):
     assert ours.nk[-1] == 0.0
 
 
+@pytest.mark.parametrize("shape", SHAPES, ids=["fused", "blas"])
+@pytest.mark.parametrize("covariance_type", ["full", "diag"])
+def test_separated_components_skip_exact_zeros(shape, covariance_type):
+    # far-apart components: most responsibilities are exact zeros (below the exp cut-off),
+    # which the kernels skip; sorted rows make whole tiles belong to one component
+    rng = np.random.default_rng(9)
+    n, d, K = shape
+    params = _params(rng, K, d, covariance_type)
+    params = MixtureParams.from_covariances(
+        params.weights, params.means * 40, params.covariances, params.model
+    )
+    z = np.sort(rng.integers(0, K, n))
+    X = params.means[z] + rng.normal(size=(n, d))
+    X[::97] = params.means.mean(axis=0)  # a few rows shared between components
+    for Xd in (X, X[rng.permutation(n)]):
+        ref = NumpyExecutor(Xd).e_step(params)
+        _assert_stats_close(CpuExecutor(Xd).e_step(params), ref, 1e-10)
+
+
 def test_chunk_size_sets_the_groups_and_keeps_the_result():
     rng = np.random.default_rng(4)
     params = _params(rng, 3, 2, "diag")
