@@ -45,6 +45,7 @@ from sklearn.utils.validation import validate_data
 
 from gaussmix._params import MixtureParams
 from gaussmix._stats import SuffStats, e_step_chunk, m_step
+from gaussmix._validation import check_sample_weight
 
 __all__ = ["KAPPA", "T0", "OnlineState", "online_step", "partial_fit", "recentre", "step_size"]
 
@@ -221,7 +222,7 @@ def partial_fit(estimator: Any, X: Any, sample_weight: Any = None) -> Any:
     else:
         dtype = np.dtype(estimator._working_dtype(X.dtype))
     X = X.astype(dtype, copy=False)
-    w = _check_weights(sample_weight, X.shape[0])
+    w = check_sample_weight(sample_weight, X.shape[0])
     if fitted:
         params = estimator._fitted_params()
     else:
@@ -247,21 +248,3 @@ def partial_fit(estimator: Any, X: Any, sample_weight: Any = None) -> Any:
     previous = list(getattr(estimator, "lower_bounds_", [])) if state.n_batches > 1 else []
     estimator.lower_bounds_ = [*previous, float(lower_bound)]
     return estimator
-
-
-def _check_weights(sample_weight: Any, n_samples: int) -> NDArray | None:
-    if sample_weight is None:
-        return None
-    w = np.asarray(sample_weight)
-    if w.dtype.kind not in "biuf":
-        raise TypeError(f"sample_weight must be numeric, got dtype {w.dtype}")
-    w = w.astype(np.float64)
-    if w.ndim == 0:
-        w = np.full(n_samples, float(w))
-    if w.shape != (n_samples,):
-        raise ValueError(f"sample_weight must have shape ({n_samples},) to match X, got {w.shape}")
-    if not np.all(np.isfinite(w)):
-        raise ValueError("sample_weight contains NaN or infinity")
-    if np.any(w < 0):
-        raise ValueError("sample_weight must be non-negative")
-    return w

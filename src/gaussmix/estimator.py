@@ -21,6 +21,7 @@ from gaussmix._covariance import COVARIANCE_MODELS, CovarianceModel, get_model
 from gaussmix._em import EMProgress, best_of
 from gaussmix._init import INIT_METHODS, initial_params
 from gaussmix._params import MixtureParams
+from gaussmix._validation import check_sample_weight
 from gaussmix.backends import IN_MEMORY_ENGINES, engine_module, make_executor, resolve_engine
 
 __all__ = ["GaussianMixture"]
@@ -241,22 +242,8 @@ class GaussianMixture(DensityMixin, BaseEstimator):
                 f"Expected n_samples >= n_components but got n_components = "
                 f"{self.n_components}, n_samples = {X.shape[0]}"
             )
-        w = None
-        if sample_weight is not None:
-            w = np.asarray(sample_weight)
-            if w.dtype.kind not in "biuf":
-                raise TypeError(f"sample_weight must be numeric, got dtype {w.dtype}")
-            w = w.astype(np.float64)
-            if w.ndim == 0:
-                w = np.full(X.shape[0], float(w))
-            if w.shape != (X.shape[0],):
-                raise ValueError(
-                    f"sample_weight must have shape ({X.shape[0]},) to match X, got {w.shape}"
-                )
-            if not np.all(np.isfinite(w)):
-                raise ValueError("sample_weight contains NaN or infinity")
-            if np.any(w < 0):
-                raise ValueError("sample_weight must be non-negative")
+        w = check_sample_weight(sample_weight, X.shape[0])
+        if w is not None:
             positive = int(np.count_nonzero(w))
             if positive == 0:
                 raise ValueError("sample_weight is zero for every row: nothing to fit")

@@ -39,6 +39,7 @@ from numpy.typing import NDArray
 from gaussmix import _mixture
 from gaussmix._params import MixtureParams
 from gaussmix._stats import SuffStats
+from gaussmix._validation import check_sample_weight
 from gaussmix.backends.stream import chunk_e_step, default_init_rows
 
 __all__ = ["DaskExecutor", "predict_op"]
@@ -205,18 +206,7 @@ def _align_weights(sample_weight: Any, X: Any) -> Any:
                 f"sample_weight must have shape ({n},) to match X, got {sample_weight.shape}"
             )
         return sample_weight.astype(np.float64).rechunk((X.chunks[0],))
-    w = np.asarray(sample_weight)
-    if w.dtype.kind not in "biuf":
-        raise TypeError(f"sample_weight must be numeric, got dtype {w.dtype}")
-    if w.ndim == 0:
-        w = np.full(n, float(w))
-    if w.shape != (n,):
-        raise ValueError(f"sample_weight must have shape ({n},) to match X, got {w.shape}")
-    w = w.astype(np.float64)
-    if not np.all(np.isfinite(w)):
-        raise ValueError("sample_weight contains NaN or infinity")
-    if np.any(w < 0):
-        raise ValueError("sample_weight must be non-negative")
+    w = check_sample_weight(sample_weight, n)
     return da.from_array(w, chunks=(X.chunks[0],))
 
 

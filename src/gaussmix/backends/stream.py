@@ -43,6 +43,7 @@ from numpy.typing import NDArray
 from gaussmix import _mixture
 from gaussmix._params import MixtureParams
 from gaussmix._stats import SuffStats, e_step_chunk
+from gaussmix._validation import check_sample_weight
 from gaussmix.backends.numpy import default_chunk_size
 
 __all__ = [
@@ -712,21 +713,12 @@ class StreamExecutor:
 
 
 def _check_weight_array(sample_weight: Any, n_samples: int) -> NDArray:
-    w = np.asarray(sample_weight)
-    if w.dtype.kind not in "biuf":
-        raise TypeError(f"sample_weight must be numeric or a column name, got dtype {w.dtype}")
-    if w.ndim == 0:
-        w = np.full(n_samples, float(w))
-    if w.shape != (n_samples,):
-        raise ValueError(
-            f"sample_weight must have shape ({n_samples},) to match the source, got {w.shape}"
+    if np.asarray(sample_weight).dtype.kind not in "biuf":
+        raise TypeError(
+            f"sample_weight must be numeric or a column name, got dtype "
+            f"{np.asarray(sample_weight).dtype}"
         )
-    w = w.astype(np.float64, copy=False)
-    if not np.all(np.isfinite(w)):
-        raise ValueError("sample_weight contains NaN or infinity")
-    if np.any(w < 0):
-        raise ValueError("sample_weight must be non-negative")
-    return w
+    return check_sample_weight(sample_weight, n_samples, what="the source")
 
 
 def _check_weight_chunk(w: NDArray, path: Path, start: int) -> None:

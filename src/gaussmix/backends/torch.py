@@ -30,6 +30,7 @@ from numpy.typing import NDArray
 from gaussmix._gaussian import LOG_2PI
 from gaussmix._params import MixtureParams
 from gaussmix._stats import SuffStats
+from gaussmix._validation import check_sample_weight
 
 try:
     import torch
@@ -177,18 +178,8 @@ def _check_weights(sample_weight: Any, n: int) -> NDArray | None:
         _check_tensor(sample_weight, "sample_weight")
         w = sample_weight.detach().to("cpu", torch.float64).numpy()
     else:
-        w = np.asarray(sample_weight)
-        if w.dtype.kind not in "biuf":
-            raise TypeError(f"sample_weight must be numeric, got dtype {w.dtype}")
-        w = w.astype(np.float64)
-    if w.ndim == 0:
-        w = np.full(n, float(w))
-    if w.shape != (n,):
-        raise ValueError(f"sample_weight must have shape ({n},) to match X, got {w.shape}")
-    if not np.all(np.isfinite(w)):
-        raise ValueError("sample_weight contains NaN or infinity")
-    if np.any(w < 0):
-        raise ValueError("sample_weight must be non-negative")
+        w = sample_weight
+    w = check_sample_weight(w, n)
     if not w.sum() > 0:
         raise ValueError("sample_weight sums to zero: at least one row needs a positive weight")
     return w
