@@ -139,12 +139,21 @@ def _exp_nonpos_impl(t, cut):
 def _mahalanobis_tile(xt, m, k, means, prec, tri, full, diff, y, acc):
     """``acc[:m] = ||(x - μ_k) P_k||²`` for the rows of a transposed tile ``xt`` (d, m)."""
     d = xt.shape[0]
+    for r in range(m):
+        acc[r] = 0.0
+    if not full:
+        # one pass per feature, no centred copy
+        for i in range(d):
+            mu = means[k, i]
+            p = prec[k, 0, i]
+            for r in range(m):
+                t = (xt[i, r] - mu) * p
+                acc[r] += t * t
+        return
     for i in range(d):
         mu = means[k, i]
         for r in range(m):
             diff[i, r] = xt[i, r] - mu
-    for r in range(m):
-        acc[r] = 0.0
     if full:
         for j in range(d):
             lo = 0
@@ -175,12 +184,67 @@ def _mahalanobis_tile(xt, m, k, means, prec, tri, full, diff, y, acc):
                 i += 1
             for r in range(m):
                 acc[r] += y[r] * y[r]
-    else:
-        for i in range(d):
-            p = prec[k, 0, i]
+
+
+@nb.njit(**_JIT)
+def _project_tile(xt, m, P, tri, yt):
+    """``yt[j, :m] = Σ_i xt[i, :m] P[i, j]`` (the tied factor applied once per tile)."""
+    d = xt.shape[0]
+    for j in range(d):
+        lo = 0
+        hi = d
+        if tri == 1:
+            hi = j + 1
+        elif tri == 2:
+            lo = j
+        for r in range(m):
+            yt[j, r] = 0.0
+        for i in range(lo, hi):
+            p = P[i, j]
             for r in range(m):
-                t = diff[i, r] * p
-                acc[r] += t * t
+                yt[j, r] += xt[i, r] * p
+
+
+@nb.njit(**_JIT)
+def _tied_bias(means, P):
+    """``μ_k P`` for every component, in the working dtype (as the reference computes it)."""
+    K, d = means.shape
+    out = np.zeros((K, d), dtype=means.dtype)
+    for k in range(K):
+        for j in range(d):
+            for i in range(d):
+                out[k, j] += means[k, i] * P[i, j]
+    return out
+
+
+@nb.njit(**_JIT)
+def _log_joint_tile(xt, m, K, means, prec, tri, full, const, diff, y, acc, yt, bias, lj):
+    """``lj[k, :m]``: log φ_k + log N(x; μ_k, Σ_k) of a transposed tile, every component.
+
+    ``tri >= 4`` marks a tied covariance (factor ``prec[0]``, triangle ``tri - 4``): the rows
+    are projected once, ``||x P - μ_k P||²`` then costs d per component instead of d².
+    """
+    dt = xt.dtype.type
+    if tri >= 4:
+        _project_tile(xt, m, prec[0], tri - 4, yt)
+        d = xt.shape[0]
+        for k in range(K):
+            c = const[k]
+            for r in range(m):
+                acc[r] = 0.0
+            for j in range(d):
+                b = bias[k, j]
+                for r in range(m):
+                    t = yt[j, r] - b
+                    acc[r] += t * t
+            for r in range(m):
+                lj[k, r] = c - dt(0.5) * acc[r]
+        return
+    for k in range(K):
+        _mahalanobis_tile(xt, m, k, means, prec, tri, full, diff, y, acc)
+        c = const[k]
+        for r in range(m):
+            lj[k, r] = c - dt(0.5) * acc[r]
 
 
 @nb.njit(**_JIT)
@@ -195,6 +259,8 @@ def _estep_range(
     xt = np.empty((d, tile), dtype=X.dtype)
     diff = np.empty((d, tile), dtype=X.dtype)
     wdiff = np.empty((d, tile), dtype=X.dtype)
+    yt = np.empty((d, tile), dtype=X.dtype)
+    bias = _tied_bias(means, prec[0]) if tri >= 4 else np.empty((0, d), dtype=X.dtype)
     lj = np.empty((K, tile), dtype=X.dtype)
     y = np.empty(tile, dtype=X.dtype)
     acc = np.empty(tile, dtype=X.dtype)
@@ -207,11 +273,7 @@ def _estep_range(
         for r in range(m):
             for i in range(d):
                 xt[i, r] = X[t0 + r, i]
-        for k in range(K):
-            _mahalanobis_tile(xt, m, k, means, prec, tri, full, diff, y, acc)
-            c = const[k]
-            for r in range(m):
-                lj[k, r] = c - dt(0.5) * acc[r]
+        _log_joint_tile(xt, m, K, means, prec, tri, full, const, diff, y, acc, yt, bias, lj)
         for r in range(m):
             mx[r] = lj[0, r]
             tot[r] = 0.0
@@ -239,24 +301,31 @@ def _estep_range(
                 # statistics would only add zeros
                 continue
             nk[k] += s
+            if not full:
+                # first and second moments of each feature in one pass, no copies
+                for i in range(d):
+                    sh = shift[k, i]
+                    s1 = 0.0
+                    s2 = 0.0
+                    for r in range(m):
+                        t = xt[i, r] - sh
+                        u = lj[k, r] * t
+                        s1 += u
+                        s2 += u * t
+                    sx[k, i] += s1
+                    sxx[k, 0, i] += s2
+                continue
             for i in range(d):
                 sh = shift[k, i]
+                s1 = 0.0
                 for r in range(m):
-                    diff[i, r] = xt[i, r] - sh
-                    wdiff[i, r] = lj[k, r] * diff[i, r]
-            for i in range(d):
-                s = 0.0
-                for r in range(m):
-                    s += wdiff[i, r]
-                sx[k, i] += s
-            if full:
-                _scatter_tile(wdiff, diff, m, sxx[k])
-            else:
-                for i in range(d):
-                    s = 0.0
-                    for r in range(m):
-                        s += wdiff[i, r] * diff[i, r]
-                    sxx[k, 0, i] += s
+                    t = xt[i, r] - sh
+                    u = lj[k, r] * t
+                    diff[i, r] = t
+                    wdiff[i, r] = u
+                    s1 += u
+                sx[k, i] += s1
+            _scatter_tile(wdiff, diff, m, sxx[k])
     return ll
 
 
@@ -427,6 +496,8 @@ def rows_op(
     mx = np.empty(tile, dtype=X.dtype)
     tot = np.empty(tile, dtype=X.dtype)
     arg = np.empty(tile, dtype=np.intp)
+    yt = np.empty((d, tile), dtype=X.dtype)
+    bias = _tied_bias(means, prec[0]) if tri >= 4 else np.empty((0, d), dtype=X.dtype)
     n_groups = (n + group_rows - 1) // group_rows
     for g in range(first, n_groups, step):
         stop = min(n, (g + 1) * group_rows)
@@ -435,11 +506,9 @@ def rows_op(
             for r in range(m):
                 for i in range(d):
                     xt[i, r] = X[t0 + r, i]
-            for k in range(K):
-                _mahalanobis_tile(xt, m, k, means, prec, tri, full, diff, y, acc)
-                c = const[k]
-                for r in range(m):
-                    lj[k, r] = c - dt(0.5) * acc[r]
+            _log_joint_tile(
+                xt, m, K, means, prec, tri, full, const, diff, y, acc, yt, bias, lj
+            )
             if op == 0:
                 for r in range(m):
                     for k in range(K):

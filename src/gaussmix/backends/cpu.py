@@ -110,7 +110,7 @@ class _Prepared:
 
     means: NDArray  # (K, d)
     prec: NDArray  # (K, d, d) full moment, (K, 1, d) diag moment
-    tri: int  # 0 dense, 1 upper, 2 lower triangular factors
+    tri: int  # 0 dense, 1 upper, 2 lower triangular factors; + 4 when tied
     full: bool  # full moment
     const: NDArray  # (K,) log φ + log det P - d/2 log 2π, finite
     shift: NDArray  # (K, d) shift rounded to the working dtype
@@ -133,6 +133,8 @@ def prepare(params: MixtureParams, shift: NDArray, dtype: np.dtype) -> _Prepared
     if full:
         P3 = np.broadcast_to(P, (K, d, d)) if P.ndim == 2 else P
         tri = _triangle(P3)
+        if P.ndim == 2:
+            tri += 4  # tied: the kernels project each tile once with P3[0]
     else:
         # diag: one inverse sd per feature; spherical: the same one repeated d times
         P3 = np.broadcast_to(P.reshape(K, 1, -1), (K, 1, d))
