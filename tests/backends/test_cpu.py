@@ -59,11 +59,13 @@ def _assert_stats_close(a, b, rtol):
     np.testing.assert_array_equal(a.shift, b.shift)
 
 
-# (n_samples, n_features, n_components): the fused kernel, then the BLAS path (d > 24)
-SHAPES = [(6000, 3, 4), (5000, 26, 3)]
+# (n_samples, n_features, n_components): the fused kernel (d = 3: single columns; d = 9: 4 × 4
+# blocks and a remainder), then the BLAS path (d > 24)
+SHAPES = [(6000, 3, 4), (6000, 9, 3), (5000, 26, 3)]
+SHAPE_IDS = ["fused3", "fused9", "blas"]
 
 
-@pytest.mark.parametrize("shape", SHAPES, ids=["fused", "blas"])
+@pytest.mark.parametrize("shape", SHAPES, ids=SHAPE_IDS)
 @pytest.mark.parametrize("covariance_type", TYPES)
 @pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])
 def test_e_step_equals_reference(shape, covariance_type, weighted):
@@ -86,7 +88,7 @@ def test_e_step_equals_reference(shape, covariance_type, weighted):
     _assert_stats_close(ours32, ref64, 1e-4)
 
 
-@pytest.mark.parametrize("shape", SHAPES, ids=["fused", "blas"])
+@pytest.mark.parametrize("shape", SHAPES, ids=SHAPE_IDS)
 @pytest.mark.parametrize("covariance_type", ["full", "tied"])
 def test_lower_triangular_factors_from_precisions_init(shape, covariance_type):
     # precisions_init gives lower Cholesky factors of the precisions (not the upper ones of
@@ -107,7 +109,7 @@ def test_lower_triangular_factors_from_precisions_init(shape, covariance_type):
     _assert_stats_close(CpuExecutor(X).e_step(upper), ref, 1e-10)
 
 
-@pytest.mark.parametrize("shape", SHAPES, ids=["fused", "blas"])
+@pytest.mark.parametrize("shape", SHAPES, ids=SHAPE_IDS)
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_threads_never_change_the_sum(shape, dtype):
     rng = np.random.default_rng(1)
@@ -133,7 +135,7 @@ def test_zero_weight_component_and_far_rows(covariance_type):
     assert ours.nk[-1] == 0.0
 
 
-@pytest.mark.parametrize("shape", SHAPES, ids=["fused", "blas"])
+@pytest.mark.parametrize("shape", SHAPES, ids=SHAPE_IDS)
 @pytest.mark.parametrize("covariance_type", ["full", "diag"])
 def test_separated_components_skip_exact_zeros(shape, covariance_type):
     # far-apart components: most responsibilities are exact zeros (below the exp cut-off),
