@@ -339,7 +339,8 @@ def _estep_range(
         for k in range(K):
             for r in range(m):
                 lj[k, r] *= rw[r]
-            s = 0.0
+            # per-tile sums in the working dtype (at most 512 terms), totals in float64
+            s = dt(0.0)
             for r in range(m):
                 s += lj[k, r]
             if s == 0.0:
@@ -351,8 +352,8 @@ def _estep_range(
                 # first and second moments of each feature in one pass, no copies
                 for i in range(d):
                     sh = shift[k, i]
-                    s1 = 0.0
-                    s2 = 0.0
+                    s1 = dt(0.0)
+                    s2 = dt(0.0)
                     for r in range(m):
                         t = xt[i, r] - sh
                         u = lj[k, r] * t
@@ -363,7 +364,7 @@ def _estep_range(
                 continue
             for i in range(d):
                 sh = shift[k, i]
-                s1 = 0.0
+                s1 = dt(0.0)
                 for r in range(m):
                     t = xt[i, r] - sh
                     u = lj[k, r] * t
@@ -380,21 +381,23 @@ def _scatter_tile(a, b, m, out):
     """``out[i, j] += Σ_r a[i, r] b[j, r]`` for ``j <= i`` (and a few ``j > i``, unused).
 
     Blocks of 2 × 4 entries share one pass over the tile: 6 loads per 8 multiply-adds
-    instead of 2 per 1.
+    instead of 2 per 1. Each tile's sums are taken in the working dtype (at most 512 terms,
+    full SIMD width in float32) and added to the float64 ``out``.
     """
     d = a.shape[0]
+    dt = a.dtype.type
     for i in range(0, d, 2):
         two = i + 1 < d
         for j in range(0, min(i + 2, d), 4):
             if two and j + 4 <= d:
-                s00 = 0.0
-                s01 = 0.0
-                s02 = 0.0
-                s03 = 0.0
-                s10 = 0.0
-                s11 = 0.0
-                s12 = 0.0
-                s13 = 0.0
+                s00 = dt(0.0)
+                s01 = dt(0.0)
+                s02 = dt(0.0)
+                s03 = dt(0.0)
+                s10 = dt(0.0)
+                s11 = dt(0.0)
+                s12 = dt(0.0)
+                s13 = dt(0.0)
                 for r in range(m):
                     a0 = a[i, r]
                     a1 = a[i + 1, r]
@@ -421,7 +424,7 @@ def _scatter_tile(a, b, m, out):
             else:
                 for ii in range(i, min(i + 2, d)):
                     for jj in range(j, min(j + 4, d)):
-                        s = 0.0
+                        s = dt(0.0)
                         for r in range(m):
                             s += a[ii, r] * b[jj, r]
                         out[ii, jj] += s
