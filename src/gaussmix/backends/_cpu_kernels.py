@@ -10,11 +10,11 @@ Array conventions inside the kernels:
 
 - ``prec`` is (K, d, d) for the "full" moment and (K, 1, d) for the "diag" moment (the inverse
   standard deviations); ``tri`` says which triangle of a full factor is non-zero (0 both,
-  1 upper, 2 lower) so the Mahalanobis term skips the zeros.
+  1 upper, 2 lower) so the Mahalanobis term skips the zeros, plus 4 for a tied factor.
 - ``const[k] = log φ_k + log det P_k - d/2 log 2π``, finite (a zero weight is a very negative
   number, not -inf, so that fast-math is safe).
-- statistics are per *block* of rows, ``(n_blocks, K, ...)`` in float64, summed afterwards in
-  block order: the result does not depend on how threads were scheduled.
+- statistics are per *group* of rows, ``(n_groups, K, ...)`` in float64, summed afterwards in
+  group order: the result does not depend on how threads were scheduled.
 """
 
 from __future__ import annotations
