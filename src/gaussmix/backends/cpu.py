@@ -49,6 +49,7 @@ from numpy.typing import NDArray
 from gaussmix._gaussian import LOG_2PI
 from gaussmix._params import MixtureParams
 from gaussmix._stats import SuffStats, e_step_chunk
+from gaussmix._validation import check_sample_weight
 from gaussmix.backends import _cpu_kernels as _k
 
 __all__ = ["MIN_ROWS", "CpuExecutor", "default_threads", "row_op"]
@@ -241,17 +242,8 @@ class CpuExecutor:
             raise ValueError(f"X must have at least one row and one column, got {X.shape}")
         if not np.all(np.isfinite(X)):
             raise ValueError("X contains NaN or infinity")
-        if sample_weight is not None:
-            w = np.ascontiguousarray(sample_weight, dtype=np.float64)
-            if not w.flags.writeable:  # numba would compile read-only arrays once more
-                w = w.copy()
-            if w.shape != (X.shape[0],):
-                raise ValueError(
-                    f"sample_weight must have shape ({X.shape[0]},) to match X, got {w.shape}"
-                )
-            if not np.all(np.isfinite(w)) or np.any(w < 0):
-                raise ValueError("sample_weight must be finite and non-negative")
-            sample_weight = w
+        # a fresh, writable float64 copy: numba would compile read-only arrays once more
+        sample_weight = check_sample_weight(sample_weight, X.shape[0])
         if chunk_size is not None and (int(chunk_size) != chunk_size or chunk_size < 1):
             raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
         if n_threads is not None and (int(n_threads) != n_threads or n_threads < 1):
