@@ -24,12 +24,18 @@ __all__ = [
 _ROWS = 1 << 20  # elements of a (rows, K) block
 
 
+# backends.cpu.MIN_ROWS, known here so that small inputs do not even import numba (~1 s)
+_FAST_MIN_ROWS = 4096
+
+
 def _fast(op: str, params: MixtureParams, X: NDArray):
     """The cpu engine's compiled kernels for ``op``, or None to run the numpy code below.
 
     The numpy code stays the reference (tests/backends/test_cpu.py holds them equal); the
     kernels decline small or matrix-shaped (large d full/tied) inputs.
     """
+    if X.shape[0] < _FAST_MIN_ROWS:
+        return None
     try:
         from gaussmix.backends.cpu import row_op
     except ImportError:  # numba missing

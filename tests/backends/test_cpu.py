@@ -243,6 +243,7 @@ def test_row_ops_equal_the_numpy_code(covariance_type, dtype, monkeypatch):
 
 
 def test_row_ops_decline_what_numpy_does_better():
+    assert _mixture._FAST_MIN_ROWS == MIN_ROWS
     rng = np.random.default_rng(14)
     params = _params(rng, 2, 30, "full")
     assert cpu_module.row_op(params, _data(rng, MIN_ROWS, params), "score_samples") is None
