@@ -26,10 +26,14 @@ _CHUNK = 65536
 _SAMPLE_ABOVE = 1 << 17
 _SAMPLE_ROWS = 1 << 14  # at least; 256 per cluster
 _POLISH_ITER = 3
+_FAST_MIN_ROWS = 4096  # gaussmix.backends.cpu.MIN_ROWS
 
 
-def _fast_kernels():
-    """The cpu engine's compiled k-means steps, or None where numba is missing."""
+def _fast_kernels(n_rows: int | None = None):
+    """The cpu engine's compiled k-means steps, or None (numba missing, or fewer rows than
+    the engine compiles for: those stay on numpy and never load numba)."""
+    if n_rows is not None and n_rows < _FAST_MIN_ROWS:
+        return None
     try:
         from gaussmix.backends import _kmeans_fast
     except ImportError:
@@ -198,7 +202,7 @@ def kmeans(
     centers : ndarray of shape (n_clusters, n_features)
     """
     w = _weights(X, sample_weight)
-    fast = _fast_kernels()
+    fast = _fast_kernels(X.shape[0])
     n_iter = max_iter
     keep = None
     if fast is not None and X.shape[0] > _SAMPLE_ABOVE:
@@ -266,7 +270,7 @@ def _params_from_resp(
 
 
 def _from_labels(X, w, labels, K, model, reg_covar):
-    fast = _fast_kernels()
+    fast = _fast_kernels(X.shape[0])
     if fast is not None:
         # one compiled pass instead of one-hot responsibilities; same shift as below
         ww = _weights(X, w)

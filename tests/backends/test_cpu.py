@@ -243,7 +243,7 @@ def test_row_ops_equal_the_numpy_code(covariance_type, dtype, monkeypatch):
 
 
 def test_row_ops_decline_what_numpy_does_better():
-    assert _mixture._FAST_MIN_ROWS == MIN_ROWS
+    assert _mixture._FAST_MIN_ROWS == _init._FAST_MIN_ROWS == MIN_ROWS
     rng = np.random.default_rng(14)
     params = _params(rng, 2, 30, "full")
     assert cpu_module.row_op(params, _data(rng, MIN_ROWS, params), "score_samples") is None
@@ -266,7 +266,7 @@ def test_kmeans_fast_steps_equal_the_numpy_ones(monkeypatch):
     np.testing.assert_allclose(sums[2], w[labels == 2] @ X[labels == 2], rtol=1e-12)
     for name in ("full", "diag"):
         ours = _init._from_labels(X, w, labels, 5, get_model(name), 1e-6)
-        monkeypatch.setattr(_init, "_fast_kernels", lambda: None)
+        monkeypatch.setattr(_init, "_fast_kernels", lambda n_rows=None: None)
         ref = _init._from_labels(X, w, labels, 5, get_model(name), 1e-6)
         monkeypatch.undo()
         np.testing.assert_allclose(ours.means, ref.means, rtol=1e-12)

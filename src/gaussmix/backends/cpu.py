@@ -50,7 +50,6 @@ from gaussmix._gaussian import LOG_2PI
 from gaussmix._params import MixtureParams
 from gaussmix._stats import SuffStats, e_step_chunk
 from gaussmix._validation import check_sample_weight
-from gaussmix.backends import _cpu_kernels as _k
 
 __all__ = ["MIN_ROWS", "CpuExecutor", "default_threads", "row_op"]
 
@@ -66,6 +65,13 @@ _MAX_GROUPS = 64
 # elements of a chunk temporary in the BLAS path (rows × K·d): 16 MiB in float64; larger
 # chunks make the per-component scatter GEMMs (d × rows × d) more efficient
 _BLAS_CHUNK_ELEMENTS = 1 << 21
+
+def _kernels():
+    """The numba kernels, imported on first use: small inputs never load numba."""
+    from gaussmix.backends import _cpu_kernels
+
+    return _cpu_kernels
+
 
 _pool_lock = threading.Lock()
 _pools: dict[int, ThreadPoolExecutor] = {}
@@ -295,6 +301,7 @@ class CpuExecutor:
         K, d = params.means.shape
         if self.n_samples < MIN_ROWS:
             return e_step_chunk(self.X, self.sample_weight, params, shift)
+        _k = _kernels()
         prep = prepare(params, shift, self.dtype)
         rows, G = self._groups(K, prep.full)
         nk = np.empty((G, K))
@@ -334,6 +341,7 @@ class CpuExecutor:
         return SuffStats(shift, nk_t, sx_t, sxx_t, float(ll.sum()), wsum, self.n_samples)
 
     def _blas_task(self, params, prep, rows, G, w, weighted, cut, nk, sx, sxx, ll):
+        _k = _kernels()
         X, dtype = self.X, self.dtype
         K, d = params.means.shape
         P = params.precisions_cholesky
@@ -444,6 +452,7 @@ def row_op(params: MixtureParams, X: NDArray, op: str, n_threads: int | None = N
         or (params.model.moment == "full" and X.shape[1] > BLAS_MIN_FEATURES)
     ):
         return None
+    _k = _kernels()
     code = _OPS[op]
     X = np.ascontiguousarray(X)
     n = X.shape[0]
