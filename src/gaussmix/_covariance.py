@@ -176,13 +176,22 @@ class FullCovariance(CovarianceModel):
         return cov
 
     def precision_cholesky(self, covariances, reg_covar=None):
-        out = np.empty_like(covariances, dtype=np.float64)
+        # one batched factorisation and solve: K small LAPACK calls cost more than the E-step
+        # when K is large and d small
+        try:
+            L = np.linalg.cholesky(covariances)
+        except np.linalg.LinAlgError:
+            L = None
+        if L is not None and np.all(np.isfinite(L)):
+            eye = np.broadcast_to(np.eye(covariances.shape[1]), covariances.shape)
+            return np.swapaxes(np.linalg.solve(L, eye), 1, 2)
+        # the batch failed: find and name the first component that collapsed
         for k, cov in enumerate(covariances):
             try:
-                out[k] = _upper_prec_chol(cov, k)
+                _upper_prec_chol(cov, k)
             except CollapsedComponentError:
                 raise _collapsed(k, reg_covar, covariances) from None
-        return out
+        raise _collapsed(0, reg_covar, covariances)
 
     def precision_cholesky_from_precisions(self, precisions):
         out = np.empty_like(precisions, dtype=np.float64)
