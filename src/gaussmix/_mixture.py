@@ -24,25 +24,6 @@ __all__ = [
 _ROWS = 1 << 20  # elements of a (rows, K) block
 
 
-# backends.cpu.MIN_ROWS, known here so that small inputs do not even import numba (~1 s)
-_FAST_MIN_ROWS = 4096
-
-
-def _fast(op: str, params: MixtureParams, X: NDArray):
-    """The cpu engine's compiled kernels for ``op``, or None to run the numpy code below.
-
-    The numpy code stays the reference (tests/backends/test_cpu.py holds them equal); the
-    kernels decline small or matrix-shaped (large d full/tied) inputs.
-    """
-    if X.shape[0] < _FAST_MIN_ROWS:
-        return None
-    try:
-        from gaussmix.backends.cpu import row_op
-    except ImportError:  # numba missing
-        return None
-    return row_op(params, X, op)
-
-
 def _blocks(n_rows: int, n_components: int):
     size = max(256, _ROWS // max(n_components, 1))
     for start in range(0, n_rows, size):
@@ -51,17 +32,11 @@ def _blocks(n_rows: int, n_components: int):
 
 def log_joint(params: MixtureParams, X: NDArray) -> NDArray:
     """``log p(x_n, z=k)``, shape (n_samples, n_components)."""
-    fast = _fast("log_joint", params, X)
-    if fast is not None:
-        return fast
     return params.log_joint(X)
 
 
 def score_samples(params: MixtureParams, X: NDArray) -> NDArray:
     """``log p(x_n) = logsumexp_k log p(x_n, z=k)``, shape (n_samples,), float64."""
-    fast = _fast("score_samples", params, X)
-    if fast is not None:
-        return fast
     out = np.empty(X.shape[0])
     for block in _blocks(X.shape[0], params.n_components):
         out[block] = logsumexp(params.log_joint(X[block]), axis=1)
@@ -70,9 +45,6 @@ def score_samples(params: MixtureParams, X: NDArray) -> NDArray:
 
 def predict_proba(params: MixtureParams, X: NDArray) -> NDArray:
     """Posterior ``p(z=k | x_n)``, shape (n_samples, n_components); rows sum to one."""
-    fast = _fast("predict_proba", params, X)
-    if fast is not None:
-        return fast
     out = np.empty((X.shape[0], params.n_components), dtype=X.dtype)
     for block in _blocks(X.shape[0], params.n_components):
         lj = params.log_joint(X[block])
@@ -82,9 +54,6 @@ def predict_proba(params: MixtureParams, X: NDArray) -> NDArray:
 
 def predict(params: MixtureParams, X: NDArray) -> NDArray:
     """Most probable component of each row, shape (n_samples,)."""
-    fast = _fast("predict", params, X)
-    if fast is not None:
-        return fast
     out = np.empty(X.shape[0], dtype=np.intp)
     for block in _blocks(X.shape[0], params.n_components):
         out[block] = np.argmax(params.log_joint(X[block]), axis=1)
@@ -93,9 +62,6 @@ def predict(params: MixtureParams, X: NDArray) -> NDArray:
 
 def log_resp_max(params: MixtureParams, X: NDArray) -> float:
     """``Σ_n log max_k p(z=k | x_n)`` (the classification term of ICL), float64."""
-    fast = _fast("log_resp_max", params, X)
-    if fast is not None:
-        return fast
     total = 0.0
     for block in _blocks(X.shape[0], params.n_components):
         lj = params.log_joint(X[block]).astype(np.float64)

@@ -497,7 +497,17 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         if engine not in IN_MEMORY_ENGINES:
             return engine_module(engine).predict_op(self, X, op)
         X = self._validate_predict_data(X)
-        return getattr(_mixture, op)(self._fitted_params(), X)
+        return self._in_memory_op(X, op)
+
+    def _in_memory_op(self, X: NDArray, op: str) -> Any:
+        # the cpu engine's compiled row kernels where it runs fits; they decline (None) inputs
+        # the numpy code of _mixture handles better, which stays the reference
+        params = self._fitted_params()
+        if resolve_engine(self.engine, X) == "cpu":
+            out = engine_module("cpu").row_op(params, X, op)
+            if out is not None:
+                return out
+        return getattr(_mixture, op)(params, X)
 
     def score(self, X: ArrayLike, y: Any = None) -> float:
         """Mean log-likelihood per sample.
@@ -620,7 +630,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         check_is_fitted(self)
         if resolve_engine("auto", X) in IN_MEMORY_ENGINES and self.device is None:
             Xv = self._validate_predict_data(X)
-            return self.bic(Xv) - 2.0 * _mixture.log_resp_max(self._fitted_params(), Xv)
+            return self.bic(Xv) - 2.0 * self._in_memory_op(Xv, "log_resp_max")
         log_joint = self.log_joint(X)
         log_prob = self.score_samples(X)
         row_max = log_joint.amax(1) if hasattr(log_joint, "amax") else log_joint.max(axis=1)

@@ -221,14 +221,13 @@ def test_float32_fit_is_close_to_float64():
 
 @pytest.mark.parametrize("covariance_type", TYPES)
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_row_ops_equal_the_numpy_code(covariance_type, dtype, monkeypatch):
+def test_row_ops_equal_the_numpy_code(covariance_type, dtype):
     rng = np.random.default_rng(13)
     params = _params(rng, 5, 4, covariance_type, zero_weight=True)
     X = _data(rng, 3 * MIN_ROWS, params).astype(dtype)
     X[:10] += 300.0  # posteriors far below the exp cut-off
     ops = ["log_joint", "score_samples", "predict_proba", "predict", "log_resp_max"]
-    fast = {op: getattr(_mixture, op)(params, X) for op in ops}
-    monkeypatch.setattr(_mixture, "_fast", lambda op, params, X: None)
+    fast = {op: cpu_module.row_op(params, X, op) for op in ops}
     ref = {op: getattr(_mixture, op)(params, X) for op in ops}
     rtol = 1e-12 if dtype == np.float64 else 2e-5
     for op in ops:
@@ -242,8 +241,20 @@ def test_row_ops_equal_the_numpy_code(covariance_type, dtype, monkeypatch):
     assert fast["log_resp_max"] == pytest.approx(ref["log_resp_max"], rel=rtol * 10)
 
 
+def test_estimator_predictions_use_the_engine_it_was_given():
+    rng = np.random.default_rng(15)
+    X = np.concatenate([rng.normal(0, 1, (3000, 3)), rng.normal(4, 1, (3000, 3))])
+    gm = GaussianMixture(2, random_state=0).fit(X)
+    fast = (gm.predict_proba(X), gm.score_samples(X), gm.icl(X))
+    gm.set_params(engine="numpy")
+    ref = (gm.predict_proba(X), gm.score_samples(X), gm.icl(X))
+    np.testing.assert_allclose(fast[0], ref[0], atol=1e-12)
+    np.testing.assert_allclose(fast[1], ref[1], rtol=1e-12)
+    assert fast[2] == pytest.approx(ref[2], rel=1e-10)
+
+
 def test_row_ops_decline_what_numpy_does_better():
-    assert _mixture._FAST_MIN_ROWS == _init._FAST_MIN_ROWS == MIN_ROWS
+    assert _init._FAST_MIN_ROWS == MIN_ROWS
     rng = np.random.default_rng(14)
     params = _params(rng, 2, 30, "full")
     assert cpu_module.row_op(params, _data(rng, MIN_ROWS, params), "score_samples") is None
