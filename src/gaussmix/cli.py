@@ -109,22 +109,21 @@ def _delay() -> float:
         return PROGRESS_DELAY
 
 
-class _FitProgress:
-    """EM progress bar on stderr: iteration, log-likelihood, change; shown after a delay.
+class _DelayedProgress:
+    """A rich progress bar on stderr that appears only once work has run for a while.
 
-    Used as the ``callback=`` of ``GaussianMixture.fit`` (one call per EM iteration).
+    Subclasses name their columns (``_columns``) and the task's extra fields (``_fields``).
     """
 
-    def __init__(self, enabled: bool, max_iter: int, n_init: int, label: str) -> None:
+    def __init__(self, enabled: bool, label: str, total: int | None) -> None:
         self.enabled = enabled
-        self.max_iter = max(1, max_iter)
-        self.n_init = n_init
         self.label = label
+        self.total = total
         self.progress = None
         self.task = None
         self.start = time.perf_counter()
 
-    def __enter__(self) -> _FitProgress:
+    def __enter__(self):
         self.start = time.perf_counter()
         return self
 
@@ -132,30 +131,56 @@ class _FitProgress:
         if self.progress is not None:
             self.progress.stop()
 
-    def _begin(self) -> None:
-        from rich.console import Console
-        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+    def _columns(self) -> list:
+        raise NotImplementedError
 
-        self.progress = Progress(
+    def _fields(self) -> dict[str, str]:
+        return {}
+
+    def _ready(self) -> bool:
+        """Whether the bar is shown (starting it once the delay has passed)."""
+        if not self.enabled or self.total is None:
+            return False
+        if self.progress is None:
+            if time.perf_counter() - self.start < _delay():
+                return False
+            from rich.console import Console
+            from rich.progress import Progress
+
+            self.progress = Progress(*self._columns(), console=Console(stderr=True), transient=True)
+            self.progress.start()
+            self.task = self.progress.add_task(self.label, total=self.total, **self._fields())
+        return True
+
+
+class _FitProgress(_DelayedProgress):
+    """EM progress bar: iteration, log-likelihood, change.
+
+    Used as the ``callback=`` of ``GaussianMixture.fit`` (one call per EM iteration).
+    """
+
+    def __init__(self, enabled: bool, max_iter: int, n_init: int, label: str) -> None:
+        super().__init__(enabled, label, max(1, max_iter))
+        self.n_init = n_init
+
+    def _columns(self) -> list:
+        from rich.progress import BarColumn, TextColumn, TimeElapsedColumn
+
+        return [
             TextColumn("{task.description}"),
             BarColumn(),
             TextColumn("iter {task.completed:>4.0f}/{task.total:.0f}"),
             TextColumn("log-lik {task.fields[ll]}"),
             TextColumn("Δ {task.fields[delta]}"),
             TimeElapsedColumn(),
-            console=Console(stderr=True),
-            transient=True,
-        )
-        self.progress.start()
-        self.task = self.progress.add_task(self.label, total=self.max_iter, ll="", delta="")
+        ]
+
+    def _fields(self) -> dict[str, str]:
+        return {"ll": "", "delta": ""}
 
     def __call__(self, p) -> None:
-        if not self.enabled:
+        if not self._ready():
             return
-        if self.progress is None:
-            if time.perf_counter() - self.start < _delay():
-                return
-            self._begin()
         init = f" init {p.init + 1}/{self.n_init}" if self.n_init > 1 else ""
         delta = "" if not math.isfinite(p.change) else f"{p.change:+.3e}"
         self.progress.update(
@@ -167,54 +192,27 @@ class _FitProgress:
         )
 
 
-class _GridProgress:
+class _GridProgress(_DelayedProgress):
     """Progress over the cells of a selection grid, with the running cell's EM iteration
     (iteration, log-likelihood, change) when cells run in this process."""
 
     def __init__(self, enabled: bool, label: str, total: int | None = None) -> None:
-        self.enabled = enabled
-        self.label = label
-        self.total = total
-        self.progress = None
-        self.task = None
-        self.start = time.perf_counter()
+        super().__init__(enabled, label, total)
 
-    def __enter__(self) -> _GridProgress:
-        self.start = time.perf_counter()
-        return self
+    def _columns(self) -> list:
+        from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
 
-    def __exit__(self, *exc: Any) -> None:
-        if self.progress is not None:
-            self.progress.stop()
+        return [
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[last]}"),
+            TextColumn("{task.fields[em]}"),
+            TimeElapsedColumn(),
+        ]
 
-    def _ready(self) -> bool:
-        if not self.enabled or self.total is None:
-            return False
-        if self.progress is None:
-            if time.perf_counter() - self.start < _delay():
-                return False
-            from rich.console import Console
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                Progress,
-                TextColumn,
-                TimeElapsedColumn,
-            )
-
-            self.progress = Progress(
-                TextColumn("{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("{task.fields[last]}"),
-                TextColumn("{task.fields[em]}"),
-                TimeElapsedColumn(),
-                console=Console(stderr=True),
-                transient=True,
-            )
-            self.progress.start()
-            self.task = self.progress.add_task(self.label, total=self.total, last="", em="")
-        return True
+    def _fields(self) -> dict[str, str]:
+        return {"last": "", "em": ""}
 
     def on_iteration(self, p) -> None:
         if not self._ready():
