@@ -29,16 +29,10 @@ _POLISH_ITER = 3
 _FAST_MIN_ROWS = 4096  # gaussmix.backends.cpu.MIN_ROWS
 
 
-def _fast_kernels(n_rows: int | None = None):
-    """The cpu engine's compiled k-means steps, or None (numba missing, or fewer rows than
-    the engine compiles for: those stay on numpy and never load numba)."""
-    if n_rows is not None and n_rows < _FAST_MIN_ROWS:
-        return None
-    try:
-        from gaussmix.backends import _kmeans_fast
-    except ImportError:
-        return None
-    return _kmeans_fast
+def _usable(kernels, n_rows: int):
+    """``kernels`` (compiled k-means steps an executor offers) where they pay off, else None:
+    fewer rows than the compiled engine handles stay on numpy and never load numba."""
+    return kernels if kernels is not None and n_rows >= _FAST_MIN_ROWS else None
 
 
 def _weights(X: NDArray, sample_weight: NDArray | None) -> NDArray:
@@ -182,6 +176,7 @@ def kmeans(
     random_state: np.random.RandomState,
     max_iter: int = 300,
     tol: float = 1e-4,
+    kernels=None,
 ) -> tuple[NDArray, NDArray]:
     """Lloyd's k-means from a k-means++ seeding, weighted.
 
@@ -195,6 +190,9 @@ def kmeans(
     tol : float, default=1e-4
         Stop when the centres move less than ``tol`` times the mean feature variance
         (scikit-learn's convention).
+    kernels : module, optional
+        Compiled k-means steps (``gaussmix.backends.cpu.kmeans_kernels()``): with them, more
+        than 131 072 rows are clustered on a hashed sample first, then polished on all rows.
 
     Returns
     -------
@@ -202,7 +200,7 @@ def kmeans(
     centers : ndarray of shape (n_clusters, n_features)
     """
     w = _weights(X, sample_weight)
-    fast = _fast_kernels(X.shape[0])
+    fast = _usable(kernels, X.shape[0])
     n_iter = max_iter
     keep = None
     if fast is not None and X.shape[0] > _SAMPLE_ABOVE:
@@ -213,8 +211,13 @@ def kmeans(
         # many small BLAS calls on the sample: extra BLAS threads would only wait
         with fast.single_threaded_blas():
             _, centers = kmeans(
-                X[keep], n_clusters, sample_weight=w[keep], random_state=random_state,
-                max_iter=max_iter, tol=tol,
+                X[keep],
+                n_clusters,
+                sample_weight=w[keep],
+                random_state=random_state,
+                max_iter=max_iter,
+                tol=tol,
+                kernels=kernels,
             )
         n_iter = min(max_iter, _POLISH_ITER)
     else:
@@ -269,8 +272,8 @@ def _params_from_resp(
     return m_step(total, model, reg_covar)
 
 
-def _from_labels(X, w, labels, K, model, reg_covar):
-    fast = _fast_kernels(X.shape[0])
+def _from_labels(X, w, labels, K, model, reg_covar, kernels=None):
+    fast = _usable(kernels, X.shape[0])
     if fast is not None:
         # one compiled pass instead of one-hot responsibilities; same shift as below
         ww = _weights(X, w)
@@ -291,17 +294,17 @@ def _from_indices(X, idx, K, model, reg_covar):
     return _params_from_resp(X[idx], None, lambda s, e: np.eye(K)[s:e], K, model, reg_covar)
 
 
-def _init_kmeans(X, w, K, model, reg_covar, rng):
-    labels, _ = kmeans(X, K, sample_weight=w, random_state=rng)
-    return _from_labels(X, w, labels, K, model, reg_covar)
+def _init_kmeans(X, w, K, model, reg_covar, rng, kernels=None):
+    labels, _ = kmeans(X, K, sample_weight=w, random_state=rng, kernels=kernels)
+    return _from_labels(X, w, labels, K, model, reg_covar, kernels)
 
 
-def _init_kmeans_plusplus(X, w, K, model, reg_covar, rng):
+def _init_kmeans_plusplus(X, w, K, model, reg_covar, rng, kernels=None):
     _, idx = kmeans_plusplus(X, K, sample_weight=w, random_state=rng)
     return _from_indices(X, idx, K, model, reg_covar)
 
 
-def _init_random(X, w, K, model, reg_covar, rng):
+def _init_random(X, w, K, model, reg_covar, rng, kernels=None):
     def resp(s, e):
         # successive chunk draws give the same stream as one (N, K) draw
         r = rng.uniform(size=(e - s, K))
@@ -310,7 +313,7 @@ def _init_random(X, w, K, model, reg_covar, rng):
     return _params_from_resp(X, w, resp, K, model, reg_covar)
 
 
-def _init_random_from_data(X, w, K, model, reg_covar, rng):
+def _init_random_from_data(X, w, K, model, reg_covar, rng, kernels=None):
     if w is None:
         idx = rng.choice(X.shape[0], size=K, replace=False)
     else:
@@ -334,6 +337,8 @@ def initial_params(
     model: CovarianceModel,
     reg_covar: float,
     random_state: np.random.RandomState,
+    *,
+    kernels=None,
 ) -> MixtureParams:
     """Starting parameters by ``method`` (a key of :data:`INIT_METHODS`).
 
@@ -346,6 +351,9 @@ def initial_params(
     model : CovarianceModel
     reg_covar : float
     random_state : numpy.random.RandomState
+    kernels : module, optional
+        Compiled k-means steps the executor offers (``executor.kmeans_kernels``); the numpy
+        code runs without them.
 
     Returns
     -------
@@ -357,4 +365,4 @@ def initial_params(
         raise ValueError(
             f"init_params must be one of {sorted(INIT_METHODS)}, got {method!r}"
         ) from None
-    return fn(X, sample_weight, n_components, model, reg_covar, random_state)
+    return fn(X, sample_weight, n_components, model, reg_covar, random_state, kernels)

@@ -375,7 +375,16 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             base = None  # everything given: the data-driven start would be thrown away
         else:
             X0, w0 = executor.init_data(None, rng)
-            base = initial_params(self.init_params, X0, w0, K, model, float(self.reg_covar), rng)
+            base = initial_params(
+                self.init_params,
+                X0,
+                w0,
+                K,
+                model,
+                float(self.reg_covar),
+                rng,
+                kernels=getattr(executor, "kmeans_kernels", None),
+            )
         weights = user.get("weights", None if base is None else base.weights)
         means = user.get("means", None if base is None else base.means)
         if "precisions_cholesky" in user:

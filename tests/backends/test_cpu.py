@@ -262,8 +262,8 @@ def test_row_ops_decline_what_numpy_does_better():
     assert cpu_module.row_op(small, _data(rng, MIN_ROWS - 1, small), "predict") is None
 
 
-def test_kmeans_fast_steps_equal_the_numpy_ones(monkeypatch):
-    fast = _init._fast_kernels()
+def test_kmeans_fast_steps_equal_the_numpy_ones():
+    fast = cpu_module.kmeans_kernels()
     rng = np.random.default_rng(15)
     params = _params(rng, 5, 3, "full")
     X = _data(rng, 20000, params)
@@ -276,10 +276,8 @@ def test_kmeans_fast_steps_equal_the_numpy_ones(monkeypatch):
     np.testing.assert_allclose(counts, np.bincount(labels, weights=w, minlength=5), rtol=1e-12)
     np.testing.assert_allclose(sums[2], w[labels == 2] @ X[labels == 2], rtol=1e-12)
     for name in ("full", "diag"):
-        ours = _init._from_labels(X, w, labels, 5, get_model(name), 1e-6)
-        monkeypatch.setattr(_init, "_fast_kernels", lambda n_rows=None: None)
+        ours = _init._from_labels(X, w, labels, 5, get_model(name), 1e-6, kernels=fast)
         ref = _init._from_labels(X, w, labels, 5, get_model(name), 1e-6)
-        monkeypatch.undo()
         np.testing.assert_allclose(ours.means, ref.means, rtol=1e-12)
         np.testing.assert_allclose(ours.covariances, ref.covariances, rtol=1e-10)
 
@@ -294,7 +292,13 @@ def test_sampled_kmeans_keeps_weights_as_repeats_and_row_order():
     w = rng.integers(0, 3, n)
 
     def run(X, w=None):
-        return _init.kmeans(X, 3, sample_weight=w, random_state=np.random.RandomState(0))[1]
+        return _init.kmeans(
+            X,
+            3,
+            sample_weight=w,
+            random_state=np.random.RandomState(0),
+            kernels=cpu_module.kmeans_kernels(),
+        )[1]
 
     weighted = run(X, w)
     repeated = run(np.repeat(X, w, axis=0))

@@ -66,6 +66,7 @@ _MAX_GROUPS = 64
 # chunks make the per-component scatter GEMMs (d × rows × d) more efficient
 _BLAS_CHUNK_ELEMENTS = 1 << 21
 
+
 def _kernels():
     """The numba kernels, imported on first use: small inputs never load numba."""
     from gaussmix.backends import _cpu_kernels
@@ -184,12 +185,28 @@ def _recentre(nk, sx, sxx, e, full):
     sx_new = sx + nk[:, None] * e
     if full:
         outer = sx[:, :, None] * e[:, None, :]
-        sxx = sxx + outer + np.swapaxes(outer, 1, 2) + nk[:, None, None] * (
-            e[:, :, None] * e[:, None, :]
+        sxx = (
+            sxx
+            + outer
+            + np.swapaxes(outer, 1, 2)
+            + nk[:, None, None] * (e[:, :, None] * e[:, None, :])
         )
     else:
         sxx = sxx + 2.0 * e * sx + nk[:, None] * e * e
     return sx_new, sxx
+
+
+def kmeans_kernels():
+    """The compiled k-means steps (:mod:`gaussmix.backends._kmeans_fast`), or None without numba.
+
+    Executors offer them as ``kmeans_kernels`` so that the initialisation code, which sits above
+    the executors, never imports an engine itself.
+    """
+    try:
+        from gaussmix.backends import _kmeans_fast
+    except ImportError:
+        return None
+    return _kmeans_fast
 
 
 class CpuExecutor:
@@ -321,8 +338,24 @@ class CpuExecutor:
 
             def task(first, step):
                 _k.estep_groups(
-                    self.X, w, weighted, prep.means, prep.prec, prep.tri, prep.full,
-                    prep.const, prep.shift, cut, tile, rows, first, step, nk, sx, sxx, ll,
+                    self.X,
+                    w,
+                    weighted,
+                    prep.means,
+                    prep.prec,
+                    prep.tri,
+                    prep.full,
+                    prep.const,
+                    prep.shift,
+                    cut,
+                    tile,
+                    rows,
+                    first,
+                    step,
+                    nk,
+                    sx,
+                    sxx,
+                    ll,
                 )
 
             _run_threads(task, n_threads)
@@ -383,12 +416,29 @@ class CpuExecutor:
                         if h:
                             np.matmul(Xc[:, :h], PL, out=YL[:c])
                         _k.resp_from_split_projection(
-                            YL[:c], YR[:c], biasL, biasR, prep.const, w, weighted, s, cut,
-                            R[:c], lognorm[:c],
+                            YL[:c],
+                            YR[:c],
+                            biasL,
+                            biasR,
+                            prep.const,
+                            w,
+                            weighted,
+                            s,
+                            cut,
+                            R[:c],
+                            lognorm[:c],
                         )
                     else:
                         _k.resp_from_projection(
-                            YR[:c], biasR, prep.const, False, w, weighted, s, cut, R[:c],
+                            YR[:c],
+                            biasR,
+                            prep.const,
+                            False,
+                            w,
+                            weighted,
+                            s,
+                            cut,
+                            R[:c],
                             lognorm[:c],
                         )
                     ll[g] += float(lognorm[:c].sum())
@@ -403,6 +453,11 @@ class CpuExecutor:
                             sxx[g, k] += Zk.T @ Zk
 
         return task
+
+    @property
+    def kmeans_kernels(self):
+        """Compiled k-means steps for the initialisation (see :func:`kmeans_kernels`)."""
+        return kmeans_kernels()
 
     def init_data(self, max_rows, rng):
         """All rows: they are already in memory.
@@ -468,8 +523,21 @@ def row_op(params: MixtureParams, X: NDArray, op: str, n_threads: int | None = N
 
     def task(first, step):
         _k.rows_op(
-            X, prep.means, prep.prec, prep.tri, prep.full, prep.const, cut, tile, code, rows,
-            first, step, out2, out1, labels,
+            X,
+            prep.means,
+            prep.prec,
+            prep.tri,
+            prep.full,
+            prep.const,
+            cut,
+            tile,
+            code,
+            rows,
+            first,
+            step,
+            out2,
+            out1,
+            labels,
         )
 
     _run_threads(task, min(n_threads or default_threads(), n_groups))
