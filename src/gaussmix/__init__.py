@@ -12,13 +12,15 @@ EMProgress
     What a ``fit(..., callback=...)`` callback receives after each EM iteration.
 load
     Read a model written by ``GaussianMixture.save``.
+
+The names are imported on first use: ``import gaussmix`` alone (the command line's start-up)
+does not load scikit-learn and SciPy.
 """
 
-from gaussmix._covariance import CollapsedComponentError
-from gaussmix._em import EMProgress
-from gaussmix._gaussian import MultivariateNormal
-from gaussmix.estimator import GaussianMixture
-from gaussmix.persist import load
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
@@ -30,3 +32,32 @@ __all__ = [
     "__version__",
     "load",
 ]
+
+_WHERE = {
+    "CollapsedComponentError": "gaussmix._covariance",
+    "EMProgress": "gaussmix._em",
+    "GaussianMixture": "gaussmix.estimator",
+    "MultivariateNormal": "gaussmix._gaussian",
+    "load": "gaussmix.persist",
+}
+
+if TYPE_CHECKING:  # pragma: no cover
+    from gaussmix._covariance import CollapsedComponentError
+    from gaussmix._em import EMProgress
+    from gaussmix._gaussian import MultivariateNormal
+    from gaussmix.estimator import GaussianMixture
+    from gaussmix.persist import load
+
+
+def __getattr__(name: str) -> Any:
+    try:
+        module = _WHERE[name]
+    except KeyError:
+        raise AttributeError(f"module 'gaussmix' has no attribute {name!r}") from None
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
