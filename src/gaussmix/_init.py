@@ -30,7 +30,7 @@ _FAST_MIN_ROWS = 4096  # gaussmix.backends.cpu.MIN_ROWS
 
 
 def _usable(kernels, n_rows: int):
-    """``kernels`` (compiled k-means steps an executor offers) where they pay off, else None:
+    """``kernels`` (compiled k-means steps) where they pay off, else None:
     fewer rows than the compiled engine handles stay on numpy and never load numba."""
     return kernels if kernels is not None and n_rows >= _FAST_MIN_ROWS else None
 
@@ -352,7 +352,7 @@ def initial_params(
     reg_covar : float
     random_state : numpy.random.RandomState
     kernels : module, optional
-        Compiled k-means steps the executor offers (``executor.kmeans_kernels``); the numpy
+        Compiled k-means steps (``gaussmix.backends.cpu.kmeans_kernels()``); the numpy
         code runs without them.
 
     Returns

@@ -383,7 +383,9 @@ class GaussianMixture(DensityMixin, BaseEstimator):
                 model,
                 float(self.reg_covar),
                 rng,
-                kernels=getattr(executor, "kmeans_kernels", None),
+                # the start always runs on rows in memory: compiled k-means steps serve every
+                # engine but the numpy reference
+                kernels=None if self.engine == "numpy" else engine_module("cpu").kmeans_kernels(),
             )
         weights = user.get("weights", None if base is None else base.weights)
         means = user.get("means", None if base is None else base.means)

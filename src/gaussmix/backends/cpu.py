@@ -199,8 +199,8 @@ def _recentre(nk, sx, sxx, e, full):
 def kmeans_kernels():
     """The compiled k-means steps (:mod:`gaussmix.backends._kmeans_fast`), or None without numba.
 
-    Executors offer them as ``kmeans_kernels`` so that the initialisation code, which sits above
-    the executors, never imports an engine itself.
+    The estimator hands them to :func:`gaussmix._init.initial_params`, so that the
+    initialisation code, which sits below the estimator, never imports an engine itself.
     """
     try:
         from gaussmix.backends import _kmeans_fast
@@ -453,11 +453,6 @@ class CpuExecutor:
                             sxx[g, k] += Zk.T @ Zk
 
         return task
-
-    @property
-    def kmeans_kernels(self):
-        """Compiled k-means steps for the initialisation (see :func:`kmeans_kernels`)."""
-        return kmeans_kernels()
 
     def init_data(self, max_rows, rng):
         """All rows: they are already in memory.

@@ -655,13 +655,6 @@ class StreamExecutor:
             raise ValueError(f"the sample weights of {self.path} are all zero")
         return total
 
-    @property
-    def kmeans_kernels(self):
-        """Compiled k-means steps for the initialisation sample (None without numba)."""
-        from gaussmix.backends.cpu import kmeans_kernels
-
-        return kmeans_kernels()
-
     def init_data(
         self, max_rows: int | None, rng: np.random.RandomState
     ) -> tuple[NDArray, NDArray | None]:

@@ -574,13 +574,6 @@ class TorchExecutor:
             self.n_samples,
         )
 
-    @property
-    def kmeans_kernels(self):
-        """Compiled k-means steps for the initialisation sample (None without numba)."""
-        from gaussmix.backends.cpu import kmeans_kernels
-
-        return kmeans_kernels()
-
     def init_data(
         self, max_rows: int | None, rng: np.random.RandomState
     ) -> tuple[NDArray, NDArray | None]:
