@@ -11,7 +11,14 @@ from scipy import linalg
 
 LOG_2PI = float(np.log(2.0 * np.pi))
 
-__all__ = ["LOG_2PI", "MultivariateNormal", "cholesky_lower", "logsumexp"]
+__all__ = [
+    "LOG_2PI",
+    "MultivariateNormal",
+    "check_feature_indices",
+    "cholesky_lower",
+    "condition_gaussian",
+    "logsumexp",
+]
 
 
 def logsumexp(a: NDArray, axis: int = -1, keepdims: bool = False) -> NDArray:
@@ -66,6 +73,92 @@ def cholesky_lower(matrix: NDArray, *, what: str = "covariance") -> NDArray:
         return linalg.cholesky(matrix, lower=True, check_finite=False)
     except linalg.LinAlgError:
         raise ValueError(f"the {what} matrix is not positive definite") from None
+
+
+def check_feature_indices(
+    indices: ArrayLike, n_features: int, *, what: str = "features", keep_one: bool = False
+) -> NDArray:
+    """Validated, distinct feature indices in ``[0, n_features)``, in the order given.
+
+    Parameters
+    ----------
+    indices : int or array-like of int
+        Feature indices (a scalar is one feature).
+    n_features : int
+        Dimension d.
+    what : str, default="features"
+        Parameter name quoted in error messages.
+    keep_one : bool, default=False
+        Also require that at least one feature is left out (conditioning needs a rest).
+
+    Returns
+    -------
+    indices : ndarray of intp, shape (n_selected,)
+
+    Raises
+    ------
+    ValueError
+        Empty, repeated, non-integer or out-of-range indices.
+    """
+    arr = np.atleast_1d(np.asarray(indices))
+    if arr.ndim != 1 or arr.size == 0:
+        raise ValueError(f"{what} must be a non-empty list of feature indices, got {indices!r}")
+    if arr.dtype.kind not in "iu":
+        if arr.dtype.kind == "b" or not np.all(np.equal(np.mod(arr, 1), 0)):
+            raise ValueError(f"{what} must be integer feature indices, got {indices!r}")
+    arr = arr.astype(np.intp)
+    bad = arr[(arr < 0) | (arr >= n_features)]
+    if bad.size:
+        raise ValueError(
+            f"{what}: index {int(bad[0])} is out of range for {n_features} features "
+            f"(valid: 0..{n_features - 1})"
+        )
+    if np.unique(arr).size != arr.size:
+        raise ValueError(f"{what} must not repeat a feature, got {arr.tolist()}")
+    if keep_one and arr.size >= n_features:
+        raise ValueError(f"{what} must leave at least one feature to condition on the others")
+    return arr
+
+
+def condition_gaussian(
+    mean: NDArray, cov: NDArray, given: NDArray, values: NDArray
+) -> tuple[NDArray, NDArray, NDArray]:
+    """Condition N(μ, Σ) on some coordinates, for many rows of their values at once.
+
+    With x the ``given`` coordinates and y the others (ascending index order), and
+    ``Σ_xx = L Lᵀ`` (Cholesky), ``A = L⁻¹ Σ_xy`` and ``z = L⁻¹ (x − μ_x)``:
+    ``E[y | x] = μ_y + Aᵀ z``, ``Cov[y | x] = Σ_yy − Aᵀ A`` (the Schur complement), and
+    ``log N(x; μ_x, Σ_xx) = −(d_x log 2π + 2 Σ log L_ii + zᵀz) / 2``. Only triangular solves:
+    no inverse is formed.
+
+    Parameters
+    ----------
+    mean : ndarray of shape (d,)
+    cov : ndarray of shape (d, d)
+        Symmetric positive definite.
+    given : ndarray of intp, shape (d_x,)
+        Checked indices of the observed coordinates (``values`` columns in this order).
+    values : ndarray of shape (n, d_x)
+        Observed values, one row per case.
+
+    Returns
+    -------
+    means : ndarray of shape (n, d - d_x)
+        Conditional means.
+    cov : ndarray of shape (d - d_x, d - d_x)
+        Conditional covariance (the same for every row).
+    log_marginal : ndarray of shape (n,)
+        ``log N(x; μ_x, Σ_xx)`` of each row.
+    """
+    rest = np.setdiff1d(np.arange(mean.shape[0]), given)
+    L = cholesky_lower(cov[np.ix_(given, given)], what="observed features' covariance")
+    A = linalg.solve_triangular(L, cov[np.ix_(given, rest)], lower=True, check_finite=False)
+    schur = cov[np.ix_(rest, rest)] - A.T @ A
+    z = linalg.solve_triangular(L, (values - mean[given]).T, lower=True, check_finite=False)
+    means = mean[rest] + (A.T @ z).T
+    log_det = 2.0 * float(np.sum(np.log(np.diag(L))))
+    log_marginal = -0.5 * (given.size * LOG_2PI + log_det + np.einsum("ij,ij->j", z, z))
+    return means, (schur + schur.T) / 2.0, log_marginal
 
 
 def _check_symmetric(matrix: NDArray, what: str) -> None:
@@ -194,6 +287,50 @@ class MultivariateNormal:
         rng = np.random.default_rng(random_state)
         z = rng.standard_normal((int(n), self.n_features))
         return self.mean + z @ self.cov_cholesky.T
+
+    def marginal(self, indices: ArrayLike) -> MultivariateNormal:
+        """The distribution of some coordinates: N(μ_I, Σ_II).
+
+        Parameters
+        ----------
+        indices : int or array-like of int
+            Coordinates to keep, in the order wanted.
+
+        Returns
+        -------
+        mvn : MultivariateNormal
+        """
+        idx = check_feature_indices(indices, self.n_features, what="indices")
+        return MultivariateNormal(self.mean[idx], self.cov[np.ix_(idx, idx)])
+
+    def condition(self, indices: ArrayLike, values: ArrayLike) -> MultivariateNormal:
+        """The distribution of the other coordinates given the values of ``indices``.
+
+        Mean ``μ_y + Σ_yx Σ_xx⁻¹ (x − μ_x)`` and covariance ``Σ_yy − Σ_yx Σ_xx⁻¹ Σ_xy``,
+        computed from the Cholesky factor of ``Σ_xx`` (no explicit inverse). The remaining
+        coordinates keep their ascending order.
+
+        Parameters
+        ----------
+        indices : int or array-like of int
+            Observed coordinates; at least one coordinate must remain.
+        values : array-like of shape (len(indices),)
+            Their values.
+
+        Returns
+        -------
+        mvn : MultivariateNormal
+        """
+        idx = check_feature_indices(indices, self.n_features, what="indices", keep_one=True)
+        x = np.asarray(values, dtype=np.float64)
+        if x.shape != (idx.size,) and not (x.ndim == 0 and idx.size == 1):
+            raise ValueError(
+                f"values must have shape ({idx.size},) to match indices, got {np.shape(values)}"
+            )
+        if not np.all(np.isfinite(x)):
+            raise ValueError("values must contain only finite values")
+        means, cov, _ = condition_gaussian(self.mean, self.cov, idx, x.reshape(1, -1))
+        return MultivariateNormal(means[0], cov)
 
     @classmethod
     def fit(cls, X: ArrayLike, sample_weight: ArrayLike | None = None) -> MultivariateNormal:

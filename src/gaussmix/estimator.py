@@ -18,6 +18,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from gaussmix import _mixture
 from gaussmix._covariance import COVARIANCE_MODELS, CovarianceModel, get_model
+from gaussmix._distribution import DistributionMixin
 from gaussmix._em import EMProgress, best_of
 from gaussmix._init import INIT_METHODS, initial_params
 from gaussmix._params import MixtureParams
@@ -29,7 +30,7 @@ __all__ = ["GaussianMixture"]
 _FLOATS = [np.float64, np.float32]
 
 
-class GaussianMixture(DensityMixin, BaseEstimator):
+class GaussianMixture(DistributionMixin, DensityMixin, BaseEstimator):
     """Gaussian mixture model fitted by EM on additive sufficient statistics.
 
     A drop-in replacement for :class:`sklearn.mixture.GaussianMixture`: same parameter names,
