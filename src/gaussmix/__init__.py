@@ -5,7 +5,15 @@ Public names
 MultivariateNormal
     One Gaussian: density, log-density, sampling, maximum-likelihood fit.
 GaussianMixture
-    The scikit-learn compatible mixture estimator (EM on additive sufficient statistics).
+    The scikit-learn compatible mixture estimator (EM on additive sufficient statistics);
+    also a distribution: ``marginal``, ``condition``, ``condition_rows``, ``summary``.
+GaussianMixtureRegressor
+    Gaussian mixture regression: a scikit-learn regressor predicting E[y | x] from a joint
+    mixture on [X, y].
+ConditionalMixtures
+    p(y | x) for many rows at once (``GaussianMixture.condition_rows``).
+MixtureSummary
+    What ``GaussianMixture.summary`` returns (prints like mclust's summary).
 CollapsedComponentError
     Raised when a component's covariance stops being positive definite.
 EMProgress
@@ -26,8 +34,11 @@ __version__ = "0.1.0"
 
 __all__ = [
     "CollapsedComponentError",
+    "ConditionalMixtures",
     "EMProgress",
     "GaussianMixture",
+    "GaussianMixtureRegressor",
+    "MixtureSummary",
     "MultivariateNormal",
     "__version__",
     "load",
@@ -36,17 +47,23 @@ __all__ = [
 _WHERE = {
     "CollapsedComponentError": "gaussmix._covariance",
     "EMProgress": "gaussmix._em",
+    "ConditionalMixtures": "gaussmix._conditional",
     "GaussianMixture": "gaussmix.estimator",
+    "GaussianMixtureRegressor": "gaussmix.regressor",
+    "MixtureSummary": "gaussmix._distribution",
     "MultivariateNormal": "gaussmix._gaussian",
     "load": "gaussmix.persist",
 }
 
 if TYPE_CHECKING:  # pragma: no cover
+    from gaussmix._conditional import ConditionalMixtures
     from gaussmix._covariance import CollapsedComponentError
+    from gaussmix._distribution import MixtureSummary
     from gaussmix._em import EMProgress
     from gaussmix._gaussian import MultivariateNormal
     from gaussmix.estimator import GaussianMixture
     from gaussmix.persist import load
+    from gaussmix.regressor import GaussianMixtureRegressor
 
 
 def __getattr__(name: str) -> Any:
