@@ -84,6 +84,53 @@ class CovarianceModel(ABC):
 
     name: ClassVar[str]
     moment: ClassVar[Literal["full", "diag"]]
+    #: every component has the same precision factor (executors may project rows once)
+    shared_factor: ClassVar[bool] = False
+    #: all components share one orientation D (used to report the decomposition)
+    common_orientation: ClassVar[bool] = False
+
+    def component_factors(
+        self, prec_chol: NDArray, n_components: int, n_features: int
+    ) -> NDArray:
+        """Precision Cholesky factors laid out per component, as the E-step kernels take them.
+
+        Returns an array of shape (K, d, d) when ``moment == "full"`` and (K, d) (inverse
+        standard deviations) when ``moment == "diag"``, whatever this model stores. Executors
+        call this instead of looking at the model's name; the result may be a read-only
+        broadcast view.
+        """
+        return prec_chol
+
+    def decompose(
+        self, covariances: NDArray, n_components: int, n_features: int
+    ) -> tuple[NDArray, NDArray, NDArray]:
+        """Volume, shape and orientation of every component: ``Σ_k = λ_k D_k A_k D_kᵀ``.
+
+        Returns
+        -------
+        volumes : ndarray of shape (n_components,)
+            ``λ_k = det(Σ_k)^(1/d)``.
+        shapes : ndarray of shape (n_components, n_features)
+            Diagonal of ``A_k`` (determinant one), in the column order of ``D_k``: decreasing
+            for models with a free orientation, the feature order for diagonal models.
+        orientations : ndarray of shape (n_components, n_features, n_features)
+            ``D_k``, orthogonal, eigenvectors in columns (the identity for diagonal models).
+        """
+        K, d = n_components, n_features
+        mats = np.stack([self.full_matrix(covariances, k, d) for k in range(K)])
+        if self.moment == "diag":
+            var = np.diagonal(mats, axis1=1, axis2=2)
+            vol = np.exp(np.mean(np.log(var), axis=1))
+            return vol, var / vol[:, None], np.broadcast_to(np.eye(d), (K, d, d)).copy()
+        if self.common_orientation:
+            D = _common_eigenvectors(mats)
+            eig = np.einsum("ji,kjl,li->ki", D, mats, D)
+            orient = np.broadcast_to(D, mats.shape).copy()
+        else:
+            eig, orient = np.linalg.eigh(mats)
+            eig, orient = eig[:, ::-1], orient[:, :, ::-1]
+        vol = np.exp(np.mean(np.log(eig), axis=1))
+        return vol, eig / vol[:, None], orient
 
     @abstractmethod
     def shape(self, n_components: int, n_features: int) -> tuple[int, ...]:
@@ -94,8 +141,10 @@ class CovarianceModel(ABC):
         """Free parameters in the covariances."""
 
     @abstractmethod
-    def from_scatter(self, nk: NDArray, scatter: NDArray, reg_covar: float) -> NDArray:
-        """Covariances from central scatter.
+    def from_scatter(
+        self, nk: NDArray, scatter: NDArray, reg_covar: float, previous: NDArray | None = None
+    ) -> NDArray:
+        """Covariances from central scatter (the covariance part of the M-step).
 
         Parameters
         ----------
@@ -104,7 +153,11 @@ class CovarianceModel(ABC):
         scatter : ndarray of shape (K, d, d) or (K, d)
             ``Σ_n r_nk (x_n - μ_k)(x_n - μ_k)ᵀ`` (or its diagonal), as ``moment`` says.
         reg_covar : float
-            Added to the diagonal.
+            Regularisation: ``n_k * reg_covar`` is added to the diagonal of each component's
+            scatter, which adds ``reg_covar`` to the diagonal of unconstrained covariances.
+        previous : ndarray, optional
+            The previous EM iteration's covariances (this model's layout): the starting point
+            of models whose M-step is itself iterative. Closed forms ignore it.
         """
 
     @abstractmethod
@@ -168,7 +221,7 @@ class FullCovariance(CovarianceModel):
     def n_parameters(self, n_components, n_features):
         return n_components * n_features * (n_features + 1) // 2
 
-    def from_scatter(self, nk, scatter, reg_covar):
+    def from_scatter(self, nk, scatter, reg_covar, previous=None):
         cov = scatter / nk[:, None, None]
         cov = (cov + np.swapaxes(cov, 1, 2)) / 2.0
         d = cov.shape[1]
@@ -244,6 +297,11 @@ class TiedCovariance(CovarianceModel):
 
     name = "tied"
     moment = "full"
+    shared_factor = True
+    common_orientation = True
+
+    def component_factors(self, prec_chol, n_components, n_features):
+        return np.broadcast_to(prec_chol, (n_components, n_features, n_features))
 
     def shape(self, n_components, n_features):
         return (n_features, n_features)
@@ -251,7 +309,7 @@ class TiedCovariance(CovarianceModel):
     def n_parameters(self, n_components, n_features):
         return n_features * (n_features + 1) // 2
 
-    def from_scatter(self, nk, scatter, reg_covar):
+    def from_scatter(self, nk, scatter, reg_covar, previous=None):
         cov = scatter.sum(axis=0) / nk.sum()
         cov = (cov + cov.T) / 2.0
         cov.flat[:: cov.shape[0] + 1] += reg_covar
@@ -307,7 +365,7 @@ class DiagCovariance(CovarianceModel):
     def n_parameters(self, n_components, n_features):
         return n_components * n_features
 
-    def from_scatter(self, nk, scatter, reg_covar):
+    def from_scatter(self, nk, scatter, reg_covar, previous=None):
         return scatter / nk[:, None] + reg_covar
 
     def precision_cholesky(self, covariances, reg_covar=None):
@@ -355,13 +413,16 @@ class SphericalCovariance(CovarianceModel):
     name = "spherical"
     moment = "diag"
 
+    def component_factors(self, prec_chol, n_components, n_features):
+        return np.broadcast_to(prec_chol[:, None], (n_components, n_features))
+
     def shape(self, n_components, n_features):
         return (n_components,)
 
     def n_parameters(self, n_components, n_features):
         return n_components
 
-    def from_scatter(self, nk, scatter, reg_covar):
+    def from_scatter(self, nk, scatter, reg_covar, previous=None):
         return scatter.mean(axis=1) / nk + reg_covar
 
     def precision_cholesky(self, covariances, reg_covar=None):
@@ -400,6 +461,372 @@ class SphericalCovariance(CovarianceModel):
     def full_matrix(self, covariances, k, n_features):
         return np.eye(n_features) * covariances[k]
 
+# ------------------------------------------------------------------------------------------
+# mclust's models: Σ_k = λ_k D_k A_k D_kᵀ with volume λ, shape A (det 1), orientation D each
+# Equal across components, Variable, or the Identity (Banfield & Raftery 1993; Celeux &
+# Govaert 1995). Diagonal models store (K, d) variances, the others (K, d, d) matrices; the
+# E-step is then the diag or full one unchanged, and only the M-step knows the constraint.
+#
+# Every M-step starts from the regularised scatter W_k + n_k·reg·I, so that reg_covar adds
+# reg_covar to the diagonal of the unconstrained models (VVV = full, EEE = tied, VVI = diag,
+# VII = spherical, exactly) while every model's constraint still holds.
+
+# inner iterations of the iterative M-steps stop at this relative change of their objective
+# (mclust's emControl(tol = c(., 1e-15)) standard for golden values; looser tolerances give
+# visibly different covariances for the MM algorithms, see README)
+INNER_TOL = 1e-15
+INNER_MAX_ITER = 10_000
+
+
+def _regularised(nk: NDArray, scatter: NDArray, reg_covar: float) -> NDArray:
+    if scatter.ndim == 2:
+        return scatter + (nk * reg_covar)[:, None]
+    out = scatter + 0.0
+    d = scatter.shape[1]
+    out[:, np.arange(d), np.arange(d)] += (nk * reg_covar)[:, None]
+    return (out + np.swapaxes(out, 1, 2)) / 2.0
+
+
+def _geo_mean(values: NDArray, axis: int = -1) -> NDArray:
+    """``det^(1/d)`` of diagonal matrices; 0 (not nan) for a zero entry: singular, caught later."""
+    with np.errstate(divide="ignore"):
+        return np.exp(np.mean(np.log(values), axis=axis))
+
+
+def _sorted_eigh(mats: NDArray) -> tuple[NDArray, NDArray]:
+    """Eigenvalues (decreasing, clipped at 0) and eigenvectors of symmetric matrices."""
+    eig, vec = np.linalg.eigh(mats)
+    return np.maximum(eig[..., ::-1], 0.0), vec[..., ::-1]
+
+
+def _common_eigenvectors(mats: NDArray) -> NDArray:
+    """The eigenvectors shared by commuting symmetric matrices (columns, decreasing order).
+
+    A generic positive combination of matrices with a common eigenbasis has distinct
+    eigenvalues, so its eigenvectors are that basis even where one matrix alone has a
+    repeated eigenvalue.
+    """
+    scale = np.array([np.trace(m) for m in mats])
+    coef = 1.0 + 0.37 * np.sin(np.arange(1, len(mats) + 1) * 1.7)
+    combo = np.tensordot(coef / np.where(scale > 0, scale, 1.0), mats, axes=1)
+    _, vec = _sorted_eigh(combo)
+    return vec
+
+
+class _MclustModel:
+    """What the 14 mclust models add to the diag/full storage they inherit."""
+
+    name: ClassVar[str]
+    #: human-readable structure: (volume, shape, orientation) each "equal", "variable" or
+    #: "identity"/"axes"
+    structure: ClassVar[tuple[str, str, str]]
+    iterative: ClassVar[bool] = False
+
+    def n_parameters(self, n_components: int, n_features: int) -> int:
+        K, d = n_components, n_features
+        vol, shape, orient = self.name
+        n = {"E": 1, "V": K, "I": 0}[vol]
+        n += {"E": d - 1, "V": K * (d - 1), "I": 0}[shape]
+        n += {"E": d * (d - 1) // 2, "V": K * d * (d - 1) // 2, "I": 0}[orient]
+        return n
+
+
+class _DiagonalMclust(_MclustModel, DiagCovariance):
+    moment = "diag"
+
+    def from_scatter(self, nk, scatter, reg_covar, previous=None):
+        W = _regularised(nk, scatter, reg_covar)  # (K, d) diagonals
+        return self._covariances(nk, W, previous)
+
+    def _covariances(self, nk: NDArray, W: NDArray, previous: NDArray | None) -> NDArray:
+        raise NotImplementedError
+
+
+class EII(_DiagonalMclust):
+    """Spherical, equal volume: ``Σ_k = λ I``."""
+
+    name = "EII"
+    structure = ("equal", "identity", "identity")
+
+    def _covariances(self, nk, W, previous):
+        lam = W.sum() / (nk.sum() * W.shape[1])
+        return np.full(W.shape, lam)
+
+
+class VII(_DiagonalMclust):
+    """Spherical, varying volume: ``Σ_k = λ_k I`` (scikit-learn's "spherical")."""
+
+    name = "VII"
+    structure = ("variable", "identity", "identity")
+
+    def _covariances(self, nk, W, previous):
+        lam = W.sum(axis=1) / (nk * W.shape[1])
+        return np.repeat(lam[:, None], W.shape[1], axis=1)
+
+
+class EEI(_DiagonalMclust):
+    """Diagonal, equal volume and shape: ``Σ_k = λ B``."""
+
+    name = "EEI"
+    structure = ("equal", "equal", "axes")
+
+    def _covariances(self, nk, W, previous):
+        return np.broadcast_to(W.sum(axis=0) / nk.sum(), W.shape).copy()
+
+
+class VEI(_DiagonalMclust):
+    """Diagonal, varying volume, equal shape: ``Σ_k = λ_k B`` (iterative M-step)."""
+
+    name = "VEI"
+    structure = ("variable", "equal", "axes")
+    iterative = True
+
+    def _covariances(self, nk, W, previous):
+        d = W.shape[1]
+        # fixed point of Celeux & Govaert (1995): B ∝ Σ W_k / λ_k, λ_k = tr(W_k B⁻¹) / (d n_k)
+        lam = np.ones(len(nk)) if previous is None else _geo_mean(previous)
+        for _ in range(INNER_MAX_ITER):
+            B = (W / lam[:, None]).sum(axis=0)
+            B = B / _geo_mean(B)
+            new = (W / B).sum(axis=1) / (d * nk)
+            done = np.max(np.abs(new - lam) / np.maximum(new, np.finfo(float).tiny)) <= INNER_TOL
+            lam = new
+            if done or not np.all(np.isfinite(lam)):
+                break
+        return lam[:, None] * B
+
+
+class EVI(_DiagonalMclust):
+    """Diagonal, equal volume, varying shape: ``Σ_k = λ B_k``."""
+
+    name = "EVI"
+    structure = ("equal", "variable", "axes")
+
+    def _covariances(self, nk, W, previous):
+        g = _geo_mean(W)
+        lam = g.sum() / nk.sum()
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return lam * W / g[:, None]
+
+
+class VVI(_DiagonalMclust):
+    """Diagonal, varying volume and shape: ``Σ_k = λ_k B_k`` (scikit-learn's "diag")."""
+
+    name = "VVI"
+    structure = ("variable", "variable", "axes")
+
+    def _covariances(self, nk, W, previous):
+        return W / nk[:, None]
+
+
+class _GeneralMclust(_MclustModel, FullCovariance):
+    moment = "full"
+
+    def from_scatter(self, nk, scatter, reg_covar, previous=None):
+        W = _regularised(nk, scatter, reg_covar)
+        cov = self._covariances(nk, W, previous)
+        return (cov + np.swapaxes(cov, 1, 2)) / 2.0
+
+    def _covariances(self, nk: NDArray, W: NDArray, previous: NDArray | None) -> NDArray:
+        raise NotImplementedError
+
+
+class EEE(_GeneralMclust):
+    """Ellipsoidal, all equal: ``Σ_k = λ D A Dᵀ`` (scikit-learn's "tied")."""
+
+    name = "EEE"
+    structure = ("equal", "equal", "equal")
+    common_orientation = True
+    shared_factor = True
+
+    def _covariances(self, nk, W, previous):
+        return np.broadcast_to(W.sum(axis=0) / nk.sum(), W.shape).copy()
+
+
+class VEE(_GeneralMclust):
+    """Ellipsoidal, varying volume: ``Σ_k = λ_k C`` with ``det C = 1`` (iterative M-step)."""
+
+    name = "VEE"
+    structure = ("variable", "equal", "equal")
+    common_orientation = True
+    iterative = True
+
+    def _covariances(self, nk, W, previous):
+        d = W.shape[1]
+        lam = np.ones(len(nk)) if previous is None else _volumes(previous)
+        for _ in range(INNER_MAX_ITER):
+            C = np.tensordot(1.0 / lam, W, axes=1)
+            C = C / np.linalg.det(C) ** (1.0 / d)
+            if not _pd(C):
+                return np.full(W.shape, np.nan)
+            C_inv = linalg.cho_solve((linalg.cholesky(C, lower=True), True), np.eye(d))
+            tr = np.einsum("kij,ij->k", W, C_inv)
+            new = tr / (d * nk)
+            done = np.max(np.abs(new - lam) / np.maximum(new, np.finfo(float).tiny)) <= INNER_TOL
+            lam = new
+            if done:
+                break
+        return lam[:, None, None] * C
+
+
+class EVE(_GeneralMclust):
+    """Ellipsoidal, equal volume and orientation: ``Σ_k = λ D A_k Dᵀ`` (MM M-step)."""
+
+    name = "EVE"
+    structure = ("equal", "variable", "equal")
+    common_orientation = True
+    iterative = True
+
+    def _covariances(self, nk, W, previous):
+        D, A, trgt = _mm_orientation(W, nk, previous, variable_volume=False)
+        lam = trgt / (nk.sum() * W.shape[1])
+        return lam * np.einsum("ij,kj,lj->kil", D, A, D)
+
+
+class VVE(_GeneralMclust):
+    """Ellipsoidal, equal orientation: ``Σ_k = λ_k D A_k Dᵀ`` (MM M-step)."""
+
+    name = "VVE"
+    structure = ("variable", "variable", "equal")
+    common_orientation = True
+    iterative = True
+
+    def _covariances(self, nk, W, previous):
+        D, A, _ = _mm_orientation(W, nk, previous, variable_volume=True)
+        return np.einsum("ij,kj,lj->kil", D, A, D)
+
+
+class EEV(_GeneralMclust):
+    """Ellipsoidal, equal volume and shape: ``Σ_k = λ D_k A D_kᵀ``."""
+
+    name = "EEV"
+    structure = ("equal", "equal", "variable")
+
+    def _covariances(self, nk, W, previous):
+        omega, D = _sorted_eigh(W)
+        diag = omega.sum(axis=0) / nk.sum()  # λ A
+        return np.einsum("kij,j,klj->kil", D, diag, D)
+
+
+class VEV(_GeneralMclust):
+    """Ellipsoidal, equal shape: ``Σ_k = λ_k D_k A D_kᵀ`` (iterative M-step)."""
+
+    name = "VEV"
+    structure = ("variable", "equal", "variable")
+    iterative = True
+
+    def _covariances(self, nk, W, previous):
+        d = W.shape[1]
+        omega, D = _sorted_eigh(W)
+        lam = np.ones(len(nk)) if previous is None else _volumes(previous)
+        for _ in range(INNER_MAX_ITER):
+            A = (omega / lam[:, None]).sum(axis=0)
+            A = A / _geo_mean(A)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                new = (omega / A).sum(axis=1) / (d * nk)
+            done = np.max(np.abs(new - lam) / np.maximum(new, np.finfo(float).tiny)) <= INNER_TOL
+            lam = new
+            if done or not np.all(np.isfinite(lam)):
+                break
+        return np.einsum("kij,kj,klj->kil", D, lam[:, None] * A, D)
+
+
+class EVV(_GeneralMclust):
+    """Ellipsoidal, equal volume: ``Σ_k = λ C_k`` with ``det C_k = 1``."""
+
+    name = "EVV"
+    structure = ("equal", "variable", "variable")
+
+    def _covariances(self, nk, W, previous):
+        d = W.shape[1]
+        g = np.maximum(np.linalg.det(W), 0.0) ** (1.0 / d)
+        lam = g.sum() / nk.sum()
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return lam * W / g[:, None, None]
+
+
+class VVV(_GeneralMclust):
+    """Ellipsoidal, all varying: ``Σ_k = λ_k D_k A_k D_kᵀ`` (scikit-learn's "full")."""
+
+    name = "VVV"
+    structure = ("variable", "variable", "variable")
+
+    def _covariances(self, nk, W, previous):
+        return W / nk[:, None, None]
+
+
+def _pd(matrix: NDArray) -> bool:
+    return bool(np.all(np.isfinite(matrix))) and np.linalg.eigvalsh(matrix)[0] > 0
+
+
+def _volumes(covariances: NDArray) -> NDArray:
+    """``det(Σ_k)^(1/d)`` of (K, d, d) matrices (1 where not positive definite)."""
+    sign, logdet = np.linalg.slogdet(covariances)
+    lam = np.exp(logdet / covariances.shape[1])
+    return np.where((sign > 0) & np.isfinite(lam), lam, 1.0)
+
+
+def _mm_orientation(
+    W: NDArray, nk: NDArray, previous: NDArray | None, *, variable_volume: bool
+) -> tuple[NDArray, NDArray, float]:
+    """Common orientation ``D`` and shapes ``A_k`` (EVE, VVE) by the MM algorithms of Browne &
+    McNicholas (2014).
+
+    ``D`` minimises ``Σ_k tr(W_k D A_k⁻¹ Dᵀ)`` over orthogonal matrices. Both majorisations
+    used write the objective as a concave quadratic in ``D`` plus a constant (shifting
+    ``W_k`` by its largest eigenvalue, then ``A_k⁻¹`` by its largest entry) and minimise the
+    tangent plane, a linear function of ``D`` whose minimiser over orthogonal matrices is
+    given by one SVD; each step cannot increase the objective. Shapes are then the normalised
+    diagonals of ``Dᵀ W_k D``. Starts from ``previous`` (the last EM iteration's
+    covariances) or, with none, from ``D = I`` and ``A_k = I`` as mclust does.
+
+    Returns
+    -------
+    D : ndarray of shape (d, d)
+    A : ndarray of shape (K, d)
+        ``A_k`` with determinant one (EVE) or ``λ_k A_k`` (VVE).
+    objective : float
+        ``Σ_k tr(Dᵀ W_k D A_k⁻¹)`` at the returned ``D`` and determinant-one shapes.
+    """
+    K, d, _ = W.shape
+    if previous is None or not np.all(np.isfinite(previous)):
+        D = np.eye(d)
+        A = np.ones((K, d))
+    else:
+        D = _common_eigenvectors(previous)
+        A = np.einsum("ji,kjl,li->ki", D, previous, D)
+        A = A / _geo_mean(A)[:, None]
+    omega = np.linalg.eigvalsh(W)[:, -1]
+    previous_target = np.inf
+    target = np.inf
+    for _ in range(INNER_MAX_ITER):
+        # MM 1: W_k - ω_k I is negative semi-definite
+        F = np.einsum("kij,jl,kl->il", W, D, 1.0 / A) - np.einsum("k,ij,kj->ij", omega, D, 1.0 / A)
+        P, _, Rt = np.linalg.svd(F)
+        D = P @ Rt
+        # MM 2: A_k⁻¹ - α_k I is negative semi-definite, α_k = max 1/a_k
+        alpha = np.max(1.0 / A, axis=1)
+        WD = np.einsum("kij,jl->kil", W, D)
+        F = np.einsum("kil,kl->il", WD, 1.0 / A) - np.einsum("k,kil->il", alpha, WD)
+        P, _, Rt = np.linalg.svd(F)
+        D = P @ Rt
+        diag = np.einsum("ji,kjl,li->ki", D, W, D)
+        if variable_volume:
+            diag = diag / nk[:, None]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            A = diag / _geo_mean(diag)[:, None]
+        if not np.all(np.isfinite(A)) or np.min(A) <= 0:
+            return D, np.full((K, d), np.nan), np.nan
+        target = float(np.sum(np.einsum("ji,kjl,li->ki", D, W, D) / A))
+        change = abs(target - previous_target) / (1.0 + abs(target))
+        previous_target = target
+        if change <= INNER_TOL:
+            break
+    if variable_volume:
+        return D, diag, target
+    return D, A, target
+
+
 
 def _suggest(reg_covar: float | None, diagonal: NDArray) -> float:
     scale = float(np.max(np.abs(diagonal))) if diagonal.size else 1.0
@@ -412,8 +839,24 @@ def _collapsed(k: int, reg_covar: float | None, covariances: NDArray) -> Collaps
     return CollapsedComponentError(k, reg_covar, _suggest(reg_covar, np.asarray(diag).ravel()))
 
 
+#: the 14 mclust model names, in mclust's order
+MCLUST_MODELS = (
+    "EII", "VII", "EEI", "VEI", "EVI", "VVI",
+    "EEE", "VEE", "EVE", "VVE", "EEV", "VEV", "EVV", "VVV",
+)  # fmt: skip
+#: scikit-learn name -> the mclust model it is
+SKLEARN_EQUIVALENT = {"full": "VVV", "tied": "EEE", "diag": "VVI", "spherical": "VII"}
+
 COVARIANCE_MODELS: dict[str, CovarianceModel] = {
-    m.name: m for m in (FullCovariance(), TiedCovariance(), DiagCovariance(), SphericalCovariance())
+    m.name: m
+    for m in (
+        FullCovariance(),
+        TiedCovariance(),
+        DiagCovariance(),
+        SphericalCovariance(),
+        EII(), VII(), EEI(), VEI(), EVI(), VVI(),
+        EEE(), VEE(), EVE(), VVE(), EEV(), VEV(), EVV(), VVV(),
+    )
 }
 
 
@@ -423,7 +866,8 @@ def get_model(covariance_type: str | CovarianceModel) -> CovarianceModel:
     Parameters
     ----------
     covariance_type : str or CovarianceModel
-        One of ``"full"``, ``"tied"``, ``"diag"``, ``"spherical"``, or a model instance.
+        One of scikit-learn's ``"full"``, ``"tied"``, ``"diag"``, ``"spherical"``, one of
+        mclust's 14 names (``"EII"`` ... ``"VVV"``), or a model instance.
 
     Returns
     -------

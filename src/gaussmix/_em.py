@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from gaussmix._covariance import CovarianceModel
 from gaussmix._params import MixtureParams
 from gaussmix._stats import m_step
 from gaussmix.backends import Executor
@@ -95,6 +96,7 @@ def run_em(
     callback: Callable[[EMProgress], None] | None = None,
     init_index: int = 0,
     start_lower_bound: float = -np.inf,
+    model: CovarianceModel | None = None,
 ) -> EMResult:
     """Iterate E and M steps from ``params`` until the lower bound changes by less than ``tol``.
 
@@ -116,13 +118,17 @@ def run_em(
         Passed through to the callback.
     start_lower_bound : float, default=-inf
         Lower bound before the first iteration (a warm start passes the previous fit's).
+    model : CovarianceModel, optional
+        Covariance model of the M-steps (default ``params.model``): a start given as full
+        matrices runs its first E-step as given, and the constraint holds from the first
+        M-step on.
 
     Returns
     -------
     result : EMResult
     """
     result = EMResult(params=params, lower_bound=start_lower_bound)
-    model = params.model
+    model = params.model if model is None else model
     for n_iter in range(1, max_iter + 1):
         stats = executor.e_step(result.params)
         previous = result.lower_bound
@@ -133,7 +139,8 @@ def run_em(
                 "increase reg_covar"
             )
         with _one_blas_thread():
-            result.params = m_step(stats, model, reg_covar)
+            # the E-step's parameters warm-start iterative M-steps (VEI, EVE, ...)
+            result.params = m_step(stats, model, reg_covar, result.params)
         result.lower_bound = lower_bound
         result.lower_bounds.append(lower_bound)
         result.n_iter = n_iter
@@ -156,6 +163,7 @@ def best_of(
     max_iter: int,
     callback: Callable[[EMProgress], None] | None = None,
     start_lower_bound: float = -np.inf,
+    model: CovarianceModel | None = None,
 ) -> EMResult:
     """Run EM from ``n_init`` starting points and keep the best final lower bound.
 
@@ -165,7 +173,7 @@ def best_of(
     starts : callable
         ``starts(i)`` returns the starting parameters of restart ``i``.
     n_init : int
-    reg_covar, tol, max_iter, callback, start_lower_bound
+    reg_covar, tol, max_iter, callback, start_lower_bound, model
         As in :func:`run_em`.
 
     Returns
@@ -184,6 +192,7 @@ def best_of(
             callback=callback,
             init_index=i,
             start_lower_bound=start_lower_bound,
+            model=model,
         )
         if best is None or result.lower_bound > best.lower_bound:
             best = result

@@ -35,6 +35,7 @@ new means with :func:`recentre`, which is exact: with ``δ = c_old - c_new``,
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -45,7 +46,7 @@ from sklearn.utils.validation import validate_data
 
 from gaussmix._params import MixtureParams
 from gaussmix._stats import SuffStats, e_step_chunk, m_step
-from gaussmix._validation import check_sample_weight
+from gaussmix._validation import check_sample_weight, check_scale, normalise_sample_weight
 
 __all__ = ["KAPPA", "T0", "OnlineState", "online_step", "partial_fit", "recentre", "step_size"]
 
@@ -196,7 +197,7 @@ def online_step(
             1.0,
             previous.n_samples + batch.n_samples,
         )
-    new_params = m_step(running, params.model, reg_covar)
+    new_params = m_step(running, params.model, reg_covar, params)
     running = recentre(running, new_params.means)
     return OnlineState(running, t + 1, new_params.means.copy()), new_params, lower_bound
 
@@ -212,6 +213,11 @@ def partial_fit(estimator: Any, X: Any, sample_weight: Any = None) -> Any:
     starts from the fitted parameters. See the module docstring for the update.
     """
     model = estimator._check_parameters()
+    if isinstance(X, (str, bytes, os.PathLike)):
+        raise TypeError(
+            f"partial_fit takes one batch of rows in memory (an array or a DataFrame), not a "
+            f"file name ({X!r}): read the batch first, or fit the whole file with fit(path)"
+        )
     state: OnlineState | None = getattr(estimator, "_online_state", None)
     fitted = hasattr(estimator, "means_")
     if state is not None and not (fitted and np.array_equal(state.means, estimator.means_)):
@@ -222,7 +228,20 @@ def partial_fit(estimator: Any, X: Any, sample_weight: Any = None) -> Any:
     else:
         dtype = np.dtype(estimator._working_dtype(X.dtype))
     X = X.astype(dtype, copy=False)
+    check_scale(X)
     w = check_sample_weight(sample_weight, X.shape[0])
+    if w is not None:
+        positive = int(np.count_nonzero(w))
+        if positive == 0:
+            raise ValueError("the batch's sample weights sum to zero: nothing to learn from")
+        if not fitted and positive < estimator.n_components:
+            raise ValueError(
+                f"the first batch initialises the mixture and needs n_components = "
+                f"{estimator.n_components} rows of positive weight, got {positive}"
+            )
+        # only ratios matter (the batch's statistics are divided by its weight): on their own
+        # scale weights of 1e300 would overflow the moments
+        w = normalise_sample_weight(w)
     if fitted:
         params = estimator._fitted_params()
     else:

@@ -162,7 +162,12 @@ def e_step_chunk(
     return SuffStats(shift, nk, sx, sxx, ll, wsum, X.shape[0])
 
 
-def m_step(stats: SuffStats, model: CovarianceModel, reg_covar: float) -> MixtureParams:
+def m_step(
+    stats: SuffStats,
+    model: CovarianceModel,
+    reg_covar: float,
+    previous: MixtureParams | None = None,
+) -> MixtureParams:
     """New parameters from summed statistics.
 
     Parameters
@@ -173,6 +178,9 @@ def m_step(stats: SuffStats, model: CovarianceModel, reg_covar: float) -> Mixtur
         Covariance structure.
     reg_covar : float
         Non-negative regularisation added to the covariances' diagonal.
+    previous : MixtureParams, optional
+        The parameters of the E-step: models whose M-step iterates start from their
+        covariances (used only when they are of the same model).
 
     Returns
     -------
@@ -191,6 +199,10 @@ def m_step(stats: SuffStats, model: CovarianceModel, reg_covar: float) -> Mixtur
         scatter = stats.sxx - nk[:, None, None] * delta[:, :, None] * delta[:, None, :]
     else:
         scatter = stats.sxx - nk[:, None] * delta * delta
-    covariances = model.from_scatter(nk, scatter, reg_covar)
+    if model.moment == "diag" and scatter.ndim == 3:
+        # a start given as full matrices ran a full E-step; a diagonal model needs only this
+        scatter = np.diagonal(scatter, axis1=1, axis2=2).copy()
+    start = None if previous is None or previous.model is not model else previous.covariances
+    covariances = model.from_scatter(nk, scatter, reg_covar, start)
     weights = nk / nk.sum()
     return MixtureParams.from_covariances(weights, means, covariances, model, reg_covar=reg_covar)

@@ -6,14 +6,16 @@ import numbers
 import os
 import time
 import warnings
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterator, Set
+from numbers import Integral, Real
+from typing import Any, ClassVar
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
-from sklearn.base import BaseEstimator, DensityMixin
+from sklearn.base import BaseEstimator, DensityMixin, _fit_context
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import Interval, InvalidParameterError, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from gaussmix import _mixture
@@ -22,12 +24,78 @@ from gaussmix._distribution import DistributionMixin
 from gaussmix._em import EMProgress, best_of
 from gaussmix._init import INIT_METHODS, initial_params
 from gaussmix._params import MixtureParams
-from gaussmix._validation import check_sample_weight
-from gaussmix.backends import IN_MEMORY_ENGINES, engine_module, make_executor, resolve_engine
+from gaussmix._validation import check_sample_weight, check_scale, normalise_sample_weight
+from gaussmix.backends import (
+    IN_MEMORY_ENGINES,
+    available_engines,
+    engine_module,
+    make_executor,
+    resolve_engine,
+)
 
 __all__ = ["GaussianMixture"]
 
 _FLOATS = [np.float64, np.float32]
+
+
+def _check_weights(weights: ArrayLike, n_components: int, name: str) -> NDArray:
+    """Mixing weights as a float64 probability vector (renormalised exactly), or ValueError."""
+    try:
+        w = np.asarray(weights, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be an array of numbers, got {weights!r}") from None
+    if w.shape != (n_components,):
+        raise ValueError(f"{name} must have shape ({n_components},), got {w.shape}")
+    if not np.all(np.isfinite(w)) or np.any(w < 0) or np.any(w > 1):
+        raise ValueError(f"{name} must be in the range [0, 1]")
+    if not np.isclose(w.sum(), 1.0, rtol=0, atol=1e-6):
+        raise ValueError(f"{name} must sum to 1, got sum {w.sum():.6g}")
+    return w / w.sum()
+
+
+def _may_overflow(params: MixtureParams, X: NDArray) -> bool:
+    """Whether a squared Mahalanobis distance of some row might overflow ``X.dtype``.
+
+    ``(x - μ)ᵀ P Pᵀ (x - μ) <= (‖x - μ‖ ‖P‖)²`` with ``‖x - μ‖ <= √d (max|x| + max|μ|)`` and
+    ``‖P‖ <= d max|P_ij|`` for every covariance model's factor: a cheap, crude upper bound
+    (two passes over ``X``) that is far from the limit for any row near the model.
+    """
+    if X.size == 0:
+        return False
+    d = X.shape[1]
+    reach = max(float(np.max(X)), -float(np.min(X))) + float(np.max(np.abs(params.means)))
+    bound = np.sqrt(d) * reach * d * float(np.max(np.abs(params.precisions_cholesky)))
+    return not bound**2 < np.finfo(X.dtype).max / 16
+
+
+def _check_representable(params: MixtureParams, X: NDArray) -> None:
+    """Refuse rows whose log-density is not a finite number in ``X.dtype`` arithmetic."""
+    bad = np.flatnonzero(~np.isfinite(_mixture.score_samples(params, X)))
+    if bad.size:
+        raise ValueError(
+            f"{bad.size} rows of X (the first: row {bad[0]}) are too far from every component "
+            f"for {X.dtype.name} arithmetic: their squared Mahalanobis distances overflow and "
+            "their log-density is not representable; check that the data matches the model "
+            "(units, scale)"
+        )
+
+
+class _EngineNames(Set):
+    """``"auto"`` and the registered engines, read at each check (engines register lazily)."""
+
+    def __contains__(self, name: object) -> bool:
+        return name == "auto" or name in available_engines()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(["auto", *available_engines()])
+
+    def __len__(self) -> int:
+        return 1 + len(available_engines())
+
+    @classmethod
+    def _from_iterable(cls, it):
+        # set algebra (sklearn subtracts its deprecated options) yields a plain, fixed set
+        return set(it)
 
 
 class GaussianMixture(DistributionMixin, DensityMixin, BaseEstimator):
@@ -158,60 +226,54 @@ class GaussianMixture(DistributionMixin, DensityMixin, BaseEstimator):
         self.device = device
 
     # ------------------------------------------------------------------ parameters
+    # scikit-learn's declarative checks (run by _fit_context, and by _check_parameters for
+    # callers outside fit): a bad value raises InvalidParameterError, both a ValueError and a
+    # TypeError. Registries are read live (dict views), so covariance models, init methods and
+    # engines registered after this class was defined are accepted.
+    _parameter_constraints: ClassVar[dict] = {
+        "n_components": [Interval(Integral, 1, None, closed="left")],
+        "covariance_type": [StrOptions(COVARIANCE_MODELS.keys())],
+        "tol": [Interval(Real, 0.0, None, closed="left")],
+        "reg_covar": [Interval(Real, 0.0, None, closed="left")],
+        "max_iter": [Interval(Integral, 0, None, closed="left")],
+        "n_init": [Interval(Integral, 1, None, closed="left")],
+        "init_params": [StrOptions(INIT_METHODS.keys())],
+        "weights_init": ["array-like", None],
+        "means_init": ["array-like", None],
+        "precisions_init": ["array-like", None],
+        "random_state": ["random_state"],
+        "warm_start": ["boolean"],
+        "verbose": ["verbose"],
+        "verbose_interval": [Interval(Integral, 1, None, closed="left")],
+        "engine": [StrOptions(_EngineNames())],
+        "chunk_size": [Interval(Integral, 1, None, closed="left"), None],
+        "dtype": [StrOptions({"float32", "float64"}), None],
+        "device": [str, None],
+    }
+
     def _check_parameters(self) -> CovarianceModel:
-        def integer(name, low):
-            value = getattr(self, name)
-            if not isinstance(value, numbers.Integral) or isinstance(value, bool):
-                raise TypeError(f"{name} must be an integer, got {value!r}")
-            if value < low:
-                raise ValueError(f"{name} must be >= {low}, got {value}")
+        """Validate the hyper-parameters; return the covariance model.
 
-        def real(name):
-            value = getattr(self, name)
-            if not isinstance(value, numbers.Real) or isinstance(value, bool):
-                raise TypeError(f"{name} must be a real number, got {value!r}")
-            if not (np.isfinite(value) and value >= 0):
-                raise ValueError(f"{name} must be a finite number >= 0, got {value}")
-
-        integer("n_components", 1)
-        integer("max_iter", 0)
-        integer("n_init", 1)
-        integer("verbose", 0)
-        integer("verbose_interval", 1)
-        real("tol")
-        real("reg_covar")
-        if self.chunk_size is not None:
-            integer("chunk_size", 1)
-        if self.covariance_type not in COVARIANCE_MODELS:
-            raise ValueError(
-                f"covariance_type must be one of {sorted(COVARIANCE_MODELS)}, "
-                f"got {self.covariance_type!r}"
+        Raises
+        ------
+        sklearn.utils._param_validation.InvalidParameterError
+            Naming the parameter, its allowed values and the value given.
+        """
+        self._validate_params()
+        if not np.isfinite(self.reg_covar):
+            # the one rule the interval cannot say: an infinite reg_covar makes every
+            # covariance infinite
+            raise InvalidParameterError(
+                f"The 'reg_covar' parameter of {type(self).__name__} must be finite. "
+                f"Got {self.reg_covar!r} instead."
             )
-        if self.init_params not in INIT_METHODS:
-            raise ValueError(
-                f"init_params must be one of {sorted(INIT_METHODS)}, got {self.init_params!r}"
-            )
-        if self.dtype not in (None, "float32", "float64"):
-            raise ValueError(f"dtype must be None, 'float32' or 'float64', got {self.dtype!r}")
-        if not isinstance(self.engine, str):
-            raise TypeError(f"engine must be a string, got {self.engine!r}")
-        if self.device is not None and not isinstance(self.device, str):
-            raise TypeError(f"device must be a string such as 'cuda', got {self.device!r}")
-        resolve_engine(self.engine if self.engine != "auto" else "numpy", None)
         return get_model(self.covariance_type)
 
     def _user_init(self, model: CovarianceModel, n_features: int) -> dict[str, NDArray]:
         K, d = self.n_components, n_features
         out: dict[str, NDArray] = {}
         if self.weights_init is not None:
-            w = np.asarray(self.weights_init, dtype=np.float64)
-            if w.shape != (K,):
-                raise ValueError(f"weights_init must have shape ({K},), got {w.shape}")
-            if not np.all(np.isfinite(w)) or np.any(w < 0) or np.any(w > 1):
-                raise ValueError("weights_init must be in the range [0, 1]")
-            if not np.isclose(w.sum(), 1.0, rtol=0, atol=1e-6):
-                raise ValueError(f"weights_init must sum to 1, got sum {w.sum():.6g}")
-            out["weights"] = w / w.sum()
+            out["weights"] = _check_weights(self.weights_init, K, "weights_init")
         if self.means_init is not None:
             m = np.asarray(self.means_init, dtype=np.float64)
             if m.shape != (K, d):
@@ -220,7 +282,20 @@ class GaussianMixture(DistributionMixin, DensityMixin, BaseEstimator):
                 raise ValueError("means_init must contain only finite values")
             out["means"] = m
         if self.precisions_init is not None:
-            p = model.validate(np.asarray(self.precisions_init, dtype=np.float64), K, d)
+            p = np.asarray(self.precisions_init, dtype=np.float64)
+            if p.shape == (K, d, d) and model.shape(K, d) != (K, d, d):
+                # full matrices for a constrained model: the first E-step uses them as given,
+                # the constraint holds from the first M-step on
+                model = get_model("full")
+                out["start_model"] = model
+            try:
+                p = model.validate(p, K, d)
+            except ValueError as exc:
+                # validate() speaks of covariances; precisions obey the same rules
+                what = str(exc).replace("covariance", "precision")
+                raise ValueError(
+                    f"precisions_init is invalid for covariance_type '{model.name}': {what}"
+                ) from None
             try:
                 out["precisions_cholesky"] = model.precision_cholesky_from_precisions(p)
             except ValueError:
@@ -238,6 +313,7 @@ class GaussianMixture(DistributionMixin, DensityMixin, BaseEstimator):
     def _validate_fit_data(self, X, sample_weight):
         X = validate_data(self, X, dtype=_FLOATS, ensure_min_samples=2)
         X = X.astype(self._working_dtype(X.dtype), copy=False)
+        check_scale(X)
         if X.shape[0] < self.n_components:
             raise ValueError(
                 f"Expected n_samples >= n_components but got n_components = "
@@ -253,6 +329,7 @@ class GaussianMixture(DistributionMixin, DensityMixin, BaseEstimator):
                     f"sample_weight has {positive} positive entries, fewer than "
                     f"n_components = {self.n_components}"
                 )
+            w = normalise_sample_weight(w)
         return X, w
 
     def _engine_name(self, X: Any) -> str:
@@ -280,9 +357,14 @@ class GaussianMixture(DistributionMixin, DensityMixin, BaseEstimator):
     def _validate_predict_data(self, X) -> NDArray:
         check_is_fitted(self)
         X = validate_data(self, X, dtype=_FLOATS, reset=False)
+        # rows are evaluated in the model's precision or better: a float64 model rounded to
+        # float32 rows lost up to 0.4 in log-density on data offset by 1e6
+        X = X.astype(np.result_type(X.dtype, self.means_.dtype), copy=False)
+        check_scale(X)
         return X
 
     # ------------------------------------------------------------------ fitting
+    @_fit_context(prefer_skip_nested_validation=True)
     def fit(
         self,
         X: ArrayLike,
@@ -317,6 +399,8 @@ class GaussianMixture(DistributionMixin, DensityMixin, BaseEstimator):
         d = executor.n_features
         user = self._user_init(model, d)
         warm = self.warm_start and hasattr(self, "converged_")
+        if warm:
+            self._check_warm_start(model, d)
         rng = check_random_state(self.random_state)
 
         def starts(i: int) -> MixtureParams:
@@ -348,6 +432,7 @@ class GaussianMixture(DistributionMixin, DensityMixin, BaseEstimator):
             max_iter=int(self.max_iter),
             callback=report if (self.verbose >= 2 or callback is not None) else None,
             start_lower_bound=self.lower_bound_ if warm else -np.inf,
+            model=model,
         )
         if self.verbose:
             state = "converged" if result.converged else "did not converge"
@@ -365,7 +450,11 @@ class GaussianMixture(DistributionMixin, DensityMixin, BaseEstimator):
         self.lower_bound_ = float(result.lower_bound)
         self.lower_bounds_ = [float(v) for v in result.lower_bounds]
         if self._engine_name(X) not in IN_MEMORY_ENGINES:
-            if hasattr(self, "feature_names_in_"):
+            # names travel with every source: a file's header, a Dask DataFrame's columns
+            names = getattr(executor, "feature_names", None)
+            if names is not None:
+                self.feature_names_in_ = np.asarray(names, dtype=object)
+            elif hasattr(self, "feature_names_in_"):
                 del self.feature_names_in_
             self.n_features_in_ = executor.n_features
         return self
@@ -392,7 +481,7 @@ class GaussianMixture(DistributionMixin, DensityMixin, BaseEstimator):
         means = user.get("means", None if base is None else base.means)
         if "precisions_cholesky" in user:
             return MixtureParams.from_precisions_cholesky(
-                weights, means, user["precisions_cholesky"], model
+                weights, means, user["precisions_cholesky"], user.get("start_model", model)
             )
         return MixtureParams.from_covariances(
             weights, means, base.covariances, model, reg_covar=float(self.reg_covar)
@@ -406,6 +495,48 @@ class GaussianMixture(DistributionMixin, DensityMixin, BaseEstimator):
         self.precisions_cholesky_ = params.precisions_cholesky.astype(cast)
         self.precisions_ = params.precisions.astype(cast)
 
+    def _decomposition(self) -> tuple[NDArray, NDArray, NDArray]:
+        check_is_fitted(self)
+        K, d = self.means_.shape
+        model = get_model(self.covariance_type)
+        return model.decompose(np.asarray(self.covariances_, dtype=np.float64), K, d)
+
+    @property
+    def volumes_(self) -> NDArray:
+        """Volume ``λ_k = det(Σ_k)^(1/d)`` of each component, shape (n_components,).
+
+        With :attr:`shapes_` and :attr:`orientations_`, the decomposition
+        ``Σ_k = λ_k D_k A_k D_kᵀ`` of Banfield & Raftery (1993) that mclust's models
+        constrain (mclust's ``parameters$variance``: ``scale``, ``shape``, ``orientation``).
+        """
+        return self._decomposition()[0]
+
+    @property
+    def shapes_(self) -> NDArray:
+        """Diagonal of each component's shape ``A_k`` (determinant one), shape (n_components,
+        n_features), in the column order of :attr:`orientations_` (decreasing for ellipsoidal
+        models, the feature order for diagonal ones)."""
+        return self._decomposition()[1]
+
+    @property
+    def orientations_(self) -> NDArray:
+        """Orientation ``D_k`` of each component (eigenvectors in columns), shape
+        (n_components, n_features, n_features); the identity for diagonal models."""
+        return self._decomposition()[2]
+
+    def _check_warm_start(self, model: CovarianceModel, n_features: int) -> None:
+        K = self.n_components
+        expected = {"means_": (K, n_features), "covariances_": model.shape(K, n_features)}
+        for name, shape in expected.items():
+            have = np.shape(getattr(self, name))
+            if have != shape:
+                raise ValueError(
+                    f"warm_start=True continues from the fitted parameters, but {name} has "
+                    f"shape {have} where n_components={K}, covariance_type="
+                    f"{self.covariance_type!r} and {n_features} features need {shape}: set "
+                    "warm_start=False to fit from a new start"
+                )
+
     def _fitted_params(self) -> MixtureParams:
         return MixtureParams.from_precisions_cholesky(
             self.weights_,
@@ -415,6 +546,7 @@ class GaussianMixture(DistributionMixin, DensityMixin, BaseEstimator):
             covariances=self.covariances_,
         )
 
+    @_fit_context(prefer_skip_nested_validation=True)
     def partial_fit(
         self, X: ArrayLike, y: Any = None, sample_weight: ArrayLike | None = None
     ) -> GaussianMixture:
@@ -515,7 +647,11 @@ class GaussianMixture(DistributionMixin, DensityMixin, BaseEstimator):
         # the cpu engine's compiled row kernels where it runs fits; they decline (None) inputs
         # the numpy code of _mixture handles better, which stays the reference
         params = self._fitted_params()
-        if resolve_engine(self.engine, X) == "cpu":
+        if _may_overflow(params, X):
+            # the compiled kernels use fast-math (inf -> NaN): rows this far from the model
+            # take the numpy code, and rows it cannot represent are refused, on every path
+            _check_representable(params, X)
+        elif resolve_engine(self.engine, X) == "cpu":
             out = engine_module("cpu").row_op(params, X, op)
             if out is not None:
                 return out
@@ -687,9 +823,8 @@ class GaussianMixture(DistributionMixin, DensityMixin, BaseEstimator):
             raise ValueError("means must contain only finite values")
         K, d = means.shape
         est = cls(n_components=K, covariance_type=model.name, **kwargs)
-        est.weights_init = weights
-        weights = est._user_init(model, d)["weights"]
-        est.weights_init = None
+        est._check_parameters()
+        weights = _check_weights(weights, K, "weights")
         covariances = model.validate(covariances, K, d)
         params = MixtureParams.from_covariances(weights, means, covariances, model)
         est._set_fitted(params, np.float64)

@@ -108,12 +108,7 @@ class TritonParams:
     @classmethod
     def of(cls, params: MixtureParams, shift: NDArray, device: torch.device) -> TritonParams:
         K, d = params.n_components, params.n_features
-        kind = params.model.name
-        pc = params.precisions_cholesky
-        if kind == "tied":
-            pc = np.broadcast_to(pc, (K, d, d))
-        elif kind == "spherical":
-            pc = np.broadcast_to(pc[:, None], (K, d))
+        pc = params.model.component_factors(params.precisions_cholesky, K, d)
         with np.errstate(divide="ignore"):
             log_const = (
                 np.log(params.weights) + params.log_det_precision_cholesky - 0.5 * d * LOG_2PI
@@ -125,7 +120,7 @@ class TritonParams:
         return cls(
             means=put(params.means),
             factors=put(pc),
-            full_factor=kind in ("full", "tied"),
+            full_factor=params.model.moment == "full",
             log_const=put(log_const),
             shift=put(shift),
             full_moment=params.model.moment == "full",

@@ -146,18 +146,19 @@ def _triangle(P: NDArray) -> int:
 
 
 def prepare(params: MixtureParams, shift: NDArray, dtype: np.dtype) -> _Prepared:
-    """Kernel inputs for ``params`` (the four covariance types mapped onto two layouts)."""
+    """Kernel inputs for ``params``: every covariance model maps onto two layouts, asked of
+    the model (``moment`` and ``component_factors``), never of its name."""
     K, d = params.means.shape
-    P = params.precisions_cholesky
-    full = params.model.moment == "full"
+    model = params.model
+    full = model.moment == "full"
+    P = model.component_factors(params.precisions_cholesky, K, d)
     if full:
-        P3 = np.broadcast_to(P, (K, d, d)) if P.ndim == 2 else P
+        P3 = P
         tri = _triangle(P3)
-        if P.ndim == 2:
-            tri += 4  # tied: the kernels project each tile once with P3[0]
+        if model.shared_factor:
+            tri += 4  # one factor for all: the kernels project each tile once with P3[0]
     else:
-        # diag: one inverse sd per feature; spherical: the same one repeated d times
-        P3 = np.broadcast_to(P.reshape(K, 1, -1), (K, 1, d))
+        P3 = P.reshape(K, 1, d)
         tri = 0
     with np.errstate(divide="ignore"):
         const = np.log(params.weights) + params.log_det_precision_cholesky - 0.5 * d * LOG_2PI
@@ -377,8 +378,10 @@ class CpuExecutor:
         _k = _kernels()
         X, dtype = self.X, self.dtype
         K, d = params.means.shape
-        P = params.precisions_cholesky
-        per_component = P.ndim == 3
+        P = params.model.component_factors(params.precisions_cholesky, K, d)
+        per_component = not params.model.shared_factor
+        if not per_component:
+            P = P[0]
         # upper triangular factors (every M-step's): the first h columns of x P_k involve
         # only the first h features, so the projection is two GEMMs with 3/4 of the work
         h = d // 2 if per_component and prep.tri == 1 else 0

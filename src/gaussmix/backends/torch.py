@@ -204,10 +204,9 @@ def _triton_module():
 class _DeviceParams:
     """MixtureParams as tensors on the device, in the working dtype."""
 
-    covariance_type: str
     moment: str
     means: torch.Tensor  # (K, d)
-    prec_chol: torch.Tensor  # (K, d, d) | (d, d) | (K, d) | (K,)
+    prec_chol: torch.Tensor  # (K, d, d) for the "full" moment, (K, d) for "diag"
     log_gauss_const: torch.Tensor  # (K,): log det P_k - d/2 log 2π
     log_weights: torch.Tensor  # (K,)
 
@@ -225,10 +224,14 @@ class _DeviceParams:
         with np.errstate(divide="ignore"):
             log_w = np.log(params.weights).astype(np_dtype)
         return cls(
-            covariance_type=params.model.name,
             moment=params.model.moment,
             means=put(params.means),
-            prec_chol=put(params.precisions_cholesky),
+            # the model lays its factors out per component: no branching on its name here
+            prec_chol=put(
+                params.model.component_factors(
+                    params.precisions_cholesky, params.n_components, params.n_features
+                )
+            ),
             log_gauss_const=put(const),
             log_weights=put(log_w),
         )
@@ -241,15 +244,10 @@ def _centred(Xc: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
 
 def _squared_mahalanobis(diff: torch.Tensor, dp: _DeviceParams) -> torch.Tensor:
     """``|(x_n - μ_k) P_k|²`` of shape (K, rows) from ``diff = x - μ`` of shape (K, rows, d)."""
-    kind = dp.covariance_type
-    if kind == "full":
+    if dp.moment == "full":
         y = torch.bmm(diff, dp.prec_chol)
-    elif kind == "tied":
-        y = torch.matmul(diff, dp.prec_chol)
-    elif kind == "diag":
+    else:
         y = diff * dp.prec_chol.unsqueeze(1)
-    else:  # spherical
-        return (diff * diff).sum(-1) * (dp.prec_chol * dp.prec_chol).unsqueeze(1)
     return (y * y).sum(-1)
 
 
