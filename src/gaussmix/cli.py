@@ -34,7 +34,13 @@ PROGRESS_DELAY = 1.0
 #: (override: GAUSSMIX_STREAM_BYTES)
 STREAM_BYTES = 1 << 30
 
-_COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
+# scikit-learn's four names and mclust's 14 models (kept literal here: importing the maths
+# layer to list them would slow every command's start)
+_COVARIANCE_TYPES = (
+    "full", "tied", "diag", "spherical",
+    "EII", "VII", "EEI", "VEI", "EVI", "VVI",
+    "EEE", "VEE", "EVE", "VVE", "EEV", "VEV", "EVV", "VVV",
+)  # fmt: skip
 _CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
