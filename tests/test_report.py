@@ -114,10 +114,8 @@ def test_pairs_plot_projects_each_pair():
 
 def test_density_contours_are_the_marginal_density():
     """The contoured function of a pairs panel is the mixture integrated over the third axis."""
-    from gaussmix.report import _marginal
-
     model = _model(3)
-    marginal = _marginal(model, [0, 2])
+    marginal = model.marginal([0, 2])
 
     def joint(x1, x0, x2):
         return sum(

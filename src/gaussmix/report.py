@@ -21,19 +21,21 @@ import html
 import io
 import itertools
 import json
-import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from numpy.typing import ArrayLike, NDArray
+from numpy.typing import ArrayLike
 
-from gaussmix._covariance import get_model
+from gaussmix import plot
+from gaussmix._conditional import full_covariances
 from gaussmix.estimator import GaussianMixture
+from gaussmix.plot import ELLIPSE_MASS, ellipse_geometry
 
 __all__ = [
+    "ELLIPSE_MASS",
     "ReportSection",
     "build_section",
     "ellipse_geometry",
@@ -42,16 +44,11 @@ __all__ = [
     "write_png",
 ]
 
-#: pairs plots show at most this many features (the first ones)
+#: pairs plots show at most this many features (by default the most separating ones)
 MAX_PAIR_FEATURES = 5
 #: points drawn per scatter (a seeded subsample beyond that)
 MAX_POINTS = 4000
-#: probability mass inside the drawn covariance ellipses
-ELLIPSE_MASS = 0.95
-_PALETTE = [
-    "#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd",
-    "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#7f7f7f",
-]  # fmt: skip
+_PALETTE = plot.PALETTE
 
 
 @dataclass
@@ -79,62 +76,6 @@ class ReportSection:
     captions: dict[str, str] = field(default_factory=dict)
 
 
-def ellipse_geometry(mean: ArrayLike, cov: ArrayLike, mass: float = ELLIPSE_MASS) -> dict:
-    """Centre, axes and angle of the ellipse holding ``mass`` of a 2-D Gaussian.
-
-    Parameters
-    ----------
-    mean : array-like of shape (2,)
-    cov : array-like of shape (2, 2)
-    mass : float, default=0.95
-        Probability inside the ellipse.
-
-    Returns
-    -------
-    geometry : dict
-        ``center`` (2,), ``cov`` (2, 2), ``width`` and ``height`` (full axis lengths along the
-        major and minor eigenvectors) and ``angle`` (degrees of the major axis from the x-axis).
-    """
-    from scipy.stats import chi2
-
-    cov = np.asarray(cov, dtype=np.float64)
-    values, vectors = np.linalg.eigh(cov)
-    values = np.clip(values, 0.0, None)
-    radius = math.sqrt(chi2.ppf(mass, df=2))
-    major = vectors[:, 1]
-    return {
-        "center": [float(v) for v in np.asarray(mean, dtype=np.float64)],
-        "cov": cov.tolist(),
-        "width": float(2 * radius * math.sqrt(values[1])),
-        "height": float(2 * radius * math.sqrt(values[0])),
-        "angle": float(math.degrees(math.atan2(major[1], major[0]))),
-    }
-
-
-def _full_covariances(model: GaussianMixture) -> NDArray:
-    K, d = model.means_.shape
-    cov_model = get_model(model.covariance_type)
-    cov = np.asarray(model.covariances_, dtype=np.float64)
-    return np.stack([cov_model.full_matrix(cov, k, d) for k in range(K)])
-
-
-def _marginal(model: GaussianMixture, dims: list[int]) -> GaussianMixture:
-    """The mixture of the selected coordinates (marginals of Gaussians are Gaussian)."""
-    cov = _full_covariances(model)[:, dims][:, :, dims]
-    return GaussianMixture.from_parameters(
-        np.asarray(model.weights_, dtype=np.float64),
-        np.asarray(model.means_, dtype=np.float64)[:, dims],
-        cov,
-        "full",
-    )
-
-
-def _limits(values: NDArray) -> tuple[float, float]:
-    lo, hi = float(np.min(values)), float(np.max(values))
-    pad = 0.08 * (hi - lo) if hi > lo else 1.0
-    return lo - pad, hi + pad
-
-
 def _canvas(width, height, nrows=1, ncols=1, *, left=0.8, right=0.3, bottom=0.65, top=0.35,
             space=0.3):  # fmt: skip
     """A figure with a fixed grid and margins in inches (constrained layout costs seconds)."""
@@ -147,150 +88,64 @@ def _canvas(width, height, nrows=1, ncols=1, *, left=0.8, right=0.3, bottom=0.65
     return fig, axes
 
 
-@dataclass
-class _Panels:
-    """Scatter panels (one for d = 2, a pairs plot's lower triangle above) and diagonal axes."""
+def _pairs_figure(model, X, kind, dims, *, top=0.35, right=0.3, **kwargs):
+    """A pyplot-free figure drawn by :func:`gaussmix.plot.pairs`, and its scatter panels."""
+    from matplotlib.figure import Figure
 
-    fig: Any
-    scatter: list[tuple[Any, int, int]]  # (axes, x feature, y feature)
-    diagonal: list[tuple[Any, int]]  # (axes, feature)
-
-
-def _panels(X: NDArray, dims: list[int], names: list[str], *, top: float = 0.35,
-            right: float = 0.3) -> _Panels:  # fmt: skip
-    d = len(dims)
-    if d == 1:
-        fig, axes = _canvas(6.5, 3.8, top=top, right=right)
-        axes[0][0].set_xlabel(names[dims[0]])
-        return _Panels(fig, [], [(axes[0][0], dims[0])])
-    if d == 2:
-        fig, axes = _canvas(6.5 + right, 5.4 + top, top=top, right=right)
-        ax = axes[0][0]
-        ax.set_xlabel(names[dims[0]])
-        ax.set_ylabel(names[dims[1]])
-        ax.set_xlim(*_limits(X[:, dims[0]]))
-        ax.set_ylim(*_limits(X[:, dims[1]]))
-        return _Panels(fig, [(ax, dims[0], dims[1])], [])
-    side = 2.0
-    fig, axes = _canvas(side * d + 0.8 + right, side * d + 0.65 + top, d, d, top=top,
-                        right=right, space=0.08)  # fmt: skip
-    scatter, diagonal = [], []
-    limits = {f: _limits(X[:, f]) for f in dims}
-    for i, fy in enumerate(dims):
-        for j, fx in enumerate(dims):
-            ax = axes[i][j]
-            if j > i:
-                ax.set_axis_off()
-                continue
-            ax.tick_params(labelsize=7, labelbottom=i == d - 1, labelleft=j == 0 and i > 0)
-            ax.set_xlim(*limits[fx])
-            if i == d - 1:
-                ax.set_xlabel(names[fx], fontsize=8)
-            if j == 0 and i > 0:
-                ax.set_ylabel(names[fy], fontsize=8)
-            if i == j:
-                ax.set_yticks([])
-                diagonal.append((ax, fx))
-            else:
-                ax.set_ylim(*limits[fy])
-                scatter.append((ax, fx, fy))
-    return _Panels(fig, scatter, diagonal)
+    fig = Figure(figsize=plot.pairs_size(len(dims), top=top, right=right), dpi=100)
+    axes = plot.pairs(model, X, kind=kind, features=dims, fig=fig, top=top, right=right,
+                      **kwargs)  # fmt: skip
+    if len(dims) == 1:
+        return fig, []
+    if len(dims) == 2:
+        return fig, [(axes[0, 0], dims[0], dims[1])]
+    n = len(dims)
+    return fig, [(axes[i, j], dims[j], dims[i]) for i in range(n) for j in range(i)]
 
 
 def _classification(X, labels, model, names, dims) -> tuple[Any, dict]:
-    from matplotlib.patches import Ellipse
-
     means = np.asarray(model.means_, dtype=np.float64)
     K = means.shape[0]
-    covs = _full_covariances(model)
-    layout = _panels(X, dims, names, top=0.55)
-    colors = np.array([_PALETTE[k % 10] for k in range(K)])[labels]
+    covs = full_covariances(model._fitted_params())
+    fig, panels = _pairs_figure(model, X, "ellipses", dims, top=0.55, labels=labels,
+                                mass=ELLIPSE_MASS)  # fmt: skip
     panels_out = []
-    for ax, fx, fy in layout.scatter:
-        ax.scatter(X[:, fx], X[:, fy], c=colors, s=5, alpha=0.6, linewidths=0, rasterized=True)
-        ellipses = []
-        for k in range(K):
-            sub = covs[k][np.ix_([fx, fy], [fx, fy])]
-            geo = ellipse_geometry(means[k, [fx, fy]], sub)
-            ax.add_patch(
-                Ellipse(
-                    geo["center"], geo["width"], geo["height"], angle=geo["angle"],
-                    fill=False, edgecolor="black", linewidth=1.1, gid=f"ellipse-{k}",
-                )
-            )  # fmt: skip
-            ax.plot(*geo["center"], marker="x", color="black", markersize=6)
-            ellipses.append({"component": k, **geo})
+    for _, fx, fy in panels:
+        ellipses = [
+            {"component": k,
+             **ellipse_geometry(means[k, [fx, fy]], covs[k][np.ix_([fx, fy], [fx, fy])])}
+            for k in range(K)
+        ]  # fmt: skip
         panels_out.append({"x": names[fx], "y": names[fy], "x_index": fx, "y_index": fy,
                            "ellipses": ellipses})  # fmt: skip
-    for ax, f in layout.diagonal:
-        bins = np.linspace(*_limits(X[:, f]), 31)
-        for k in range(K):
-            ax.hist(X[labels == k, f], bins=bins, color=_PALETTE[k % 10], alpha=0.6)
-    handles = [_legend_handle(_PALETTE[k % 10], f"component {k}") for k in range(K)]
-    layout.fig.legend(handles=handles, loc="upper center", ncols=min(5, K), fontsize=8,
-                      frameon=False)  # fmt: skip
-    return layout.fig, {"panels": panels_out, "means": means.tolist(),
-                        "ellipse_mass": ELLIPSE_MASS}  # fmt: skip
-
-
-def _legend_handle(color: str, label: str):
-    from matplotlib.lines import Line2D
-
-    return Line2D([], [], marker="o", linestyle="", color=color, label=label)
+    handles = [plot._legend_handle(_PALETTE[k % 10], f"component {k}") for k in range(K)]
+    fig.legend(handles=handles, loc="upper center", ncols=min(5, K), fontsize=8, frameon=False)
+    return fig, {"panels": panels_out, "means": means.tolist(), "ellipse_mass": ELLIPSE_MASS}
 
 
 def _density(X, model, names, dims) -> tuple[Any, dict]:
-    layout = _panels(X, dims, names)
+    fig, panels = _pairs_figure(model, X, "density", dims,
+                                n_grid=150 if len(dims) == 2 else 70)  # fmt: skip
     out = []
-    n_grid = 150 if len(dims) == 2 else 70
-    for ax, fx, fy in layout.scatter:
-        (x0, x1), (y0, y1) = ax.get_xlim(), ax.get_ylim()
-        gx, gy = np.meshgrid(np.linspace(x0, x1, n_grid), np.linspace(y0, y1, n_grid))
-        marginal = _marginal(model, [fx, fy])
-        logp = marginal.score_samples(np.column_stack([gx.ravel(), gy.ravel()]))
-        logp = logp.reshape(gx.shape)
-        top = float(logp.max())
-        # log-density levels from the peak down: contours of a density spread over decades
-        levels = np.sort(top - np.array([0.5, 1, 2, 3, 4.5, 6, 8, 10]))
-        ax.scatter(X[:, fx], X[:, fy], s=3, color="#999999", alpha=0.5, linewidths=0,
-                   rasterized=True)  # fmt: skip
-        ax.contour(gx, gy, logp, levels=levels, cmap="viridis", linewidths=1.0)
+    for ax, fx, fy in panels:
+        (contours,) = [c for c in ax.collections if hasattr(c, "levels")]
+        levels = np.asarray(contours.levels, dtype=np.float64)
         out.append({"x": names[fx], "y": names[fy], "levels": levels.tolist(),
-                    "max_log_density": top})  # fmt: skip
-    for ax, f in layout.diagonal:
-        lo, hi = _limits(X[:, f])
-        grid = np.linspace(lo, hi, 200)[:, None]
-        dens = np.exp(_marginal(model, [f]).score_samples(grid))
-        ax.hist(X[:, f], bins=np.linspace(lo, hi, 31), density=True, color="#dddddd")
-        ax.plot(grid[:, 0], dens, color="black", linewidth=1.0)
-    return layout.fig, {"panels": out}
+                    # the levels sit DENSITY_DROPS below the grid's peak
+                    "max_log_density": float(levels[-1] + min(plot.DENSITY_DROPS))})  # fmt: skip
+    return fig, {"panels": out}
 
 
-def _uncertainty(X, uncertainty, names, dims, n_components) -> tuple[Any, dict]:
+def _uncertainty(X, proba, model, dims) -> tuple[Any, dict]:
     from matplotlib.cm import ScalarMappable
     from matplotlib.colors import Normalize
 
-    layout = _panels(X, dims, names, right=1.2)
-    fig = layout.fig
-    order = np.argsort(uncertainty)  # most uncertain drawn last, on top
-    # absolute scale: 0 (certain) to 1 - 1/K (all components equally likely)
-    top_u = max(1.0 - 1.0 / max(n_components, 1), 1e-12)
-    norm = Normalize(0.0, top_u)
-    sizes = 4 + 80 * uncertainty[order] / top_u
-    for ax, fx, fy in layout.scatter:
-        ax.scatter(X[order, fx], X[order, fy], c=uncertainty[order], cmap="plasma", norm=norm,
-                   s=sizes, linewidths=0, rasterized=True)  # fmt: skip
-    for ax, f in layout.diagonal:
-        if layout.scatter:  # pairs plot: the diagonal stays empty
-            ax.set_axis_off()
-            continue
-        ax.scatter(X[order, f], uncertainty[order], c=uncertainty[order], cmap="plasma",
-                   norm=norm, s=8, linewidths=0)  # fmt: skip
-        ax.set_ylim(-0.05 * top_u, 1.05 * top_u)
-        ax.set_ylabel("uncertainty")
+    fig, _ = _pairs_figure(model, X, "uncertainty", dims, right=1.2, proba=proba)
+    uncertainty = 1.0 - proba.max(axis=1)
+    top_u = max(1.0 - 1.0 / max(int(model.means_.shape[0]), 1), 1e-12)
     width = fig.get_size_inches()[0]
     cax = fig.add_axes((1 - 0.95 / width, 0.2, 0.15 / width, 0.6))
-    fig.colorbar(ScalarMappable(norm=norm, cmap="plasma"), cax=cax,
+    fig.colorbar(ScalarMappable(norm=Normalize(0.0, top_u), cmap="plasma"), cax=cax,
                  label="1 - max posterior probability")  # fmt: skip
     return fig, {
         "mean": float(uncertainty.mean()),
@@ -302,25 +157,17 @@ def _uncertainty(X, uncertainty, names, dims, n_components) -> tuple[Any, dict]:
 
 def _criteria(selection, model: GaussianMixture) -> tuple[Any, dict]:
     fig, grid = _canvas(10.5, 4.2, 1, 2, space=0.3)
-    axes = grid[0]
     ks = selection.k_values
     types = selection.covariance_types
     out: dict[str, Any] = {"k": ks, "covariance_types": types, "criterion": selection.criterion}
     best = selection.best_row
-    for ax, crit in zip(axes, ("bic", "icl"), strict=True):
+    for ax, crit in zip(grid[0], ("bic", "icl"), strict=True):
+        plot.criteria(selection, crit, ax=ax)
         table = selection.values(crit)
         out[crit] = {t: [None if not np.isfinite(v) else float(v) for v in table[:, c]]
                      for c, t in enumerate(types)}  # fmt: skip
-        for c, t in enumerate(types):
-            ax.plot(ks, table[:, c], marker="o", markersize=4, label=t)
-        value = getattr(best, crit)
-        ax.plot([best.n_components], [value], marker="*", markersize=16, color="gold",
-                markeredgecolor="black", linestyle="", label="selected")  # fmt: skip
-        ax.set_xlabel("number of components K")
-        ax.set_ylabel(f"{crit.upper()} (lower is better)")
-        ax.set_xticks(ks)
-        ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=8)
+        out[f"{crit}_ylim"] = [float(v) for v in ax.get_ylim()]
+    grid[0][0].legend(fontsize=8)
     out["selected"] = {"n_components": best.n_components, "covariance_type": best.covariance_type}
     out["shown_model"] = {"n_components": int(model.means_.shape[0]),
                           "covariance_type": model.covariance_type}  # fmt: skip
@@ -328,37 +175,15 @@ def _criteria(selection, model: GaussianMixture) -> tuple[Any, dict]:
 
 
 def _log_likelihood(model: GaussianMixture) -> tuple[Any, dict]:
-    from matplotlib.ticker import MaxNLocator
-
     fig, grid = _canvas(11, 3.8, 1, 2, left=1.25, space=0.45)
     ax, ax_change = grid[0]
     bounds = [float(v) for v in getattr(model, "lower_bounds_", [])]
     changes = [abs(b - a) for a, b in itertools.pairwise(bounds)]
+    plot.log_likelihood(model, ax=ax)
     if bounds:
-        iterations = range(1, len(bounds) + 1)
-        ax.plot(iterations, bounds, marker="o", markersize=3)
-        ax.ticklabel_format(axis="y", useOffset=False)
-        ax.set_xlabel("EM iteration")
-        ax.set_ylabel("mean log-likelihood per sample")
-        ax.grid(alpha=0.3)
-        positive = [(i + 2, c) for i, c in enumerate(changes) if c > 0]
-        if positive:
-            xs, ys = [p[0] for p in positive], [p[1] for p in positive]
-            ax_change.semilogy(xs, ys, marker="o", markersize=3, color="#d62728")
-            ax_change.axhline(float(model.tol), color="black", linestyle="--", linewidth=1,
-                              label=f"tol = {model.tol:g}")  # fmt: skip
-            ax_change.legend(fontsize=8)
-        ax_change.set_xlabel("EM iteration")
-        ax_change.set_ylabel("|change| of the log-likelihood")
-        ax_change.grid(alpha=0.3)
-        for a in (ax, ax_change):
-            a.xaxis.set_major_locator(MaxNLocator(integer=True))
-            a.set_xlim(0.5, len(bounds) + 0.5)
+        plot.log_likelihood(model, ax=ax_change, change=True)
     else:
         ax_change.set_axis_off()
-        ax.text(0.5, 0.5, "no EM history (model built from known parameters)",
-                ha="center", va="center", transform=ax.transAxes)  # fmt: skip
-        ax.set_axis_off()
     return fig, {"lower_bounds": bounds, "changes": changes}
 
 
@@ -368,7 +193,7 @@ def _fmt(values: Any) -> str:
 
 
 def _parameter_table(model: GaussianMixture, names: list[str]) -> str:
-    covs = _full_covariances(model)
+    covs = full_covariances(model._fitted_params())
     rows = []
     for k in range(model.means_.shape[0]):
         rows.append(
@@ -418,6 +243,7 @@ def build_section(
     title: str = "Gaussian mixture",
     name: str | None = None,
     random_state: int = 0,
+    features: list | None = None,
 ) -> ReportSection:
     """Draw every figure for one data set and its fitted model.
 
@@ -437,6 +263,10 @@ def build_section(
         HTML anchor and PNG file prefix (default: from the title).
     random_state : int, default=0
         Seed of the subsample drawn in scatter plots of large data.
+    features : list of int or str, optional
+        Features of the scatter and pairs plots, in order (indices, or names from
+        ``feature_names``). Default: all when d <= 5, else the 5 that separate the components
+        most (:func:`gaussmix.plot.most_separating`).
 
     Returns
     -------
@@ -459,12 +289,14 @@ def build_section(
         Xs = X[shown]
     else:
         Xs = X
-    dims = list(range(min(d, MAX_PAIR_FEATURES)))
+    dims = _shown_features(model, names, features)
     proba = model.predict_proba(Xs).astype(np.float64)
     labels = np.argmax(proba, axis=1)
-    uncertainty = 1.0 - proba.max(axis=1)
     section = ReportSection(title, _slug(name or title))
-    cap_note = f" (first {len(dims)} of {d} features)" if len(dims) < d else ""
+    cap_note = ""
+    if len(dims) < d:
+        how = "chosen" if features is not None else "most separating"
+        cap_note = f" ({len(dims)} of {d} features, {how}: {', '.join(names[i] for i in dims)})"
     fig, data = _classification(Xs, labels, model, names, dims)
     section.figures["classification"], section.data["classification"] = fig, data
     section.captions["classification"] = (
@@ -474,7 +306,7 @@ def build_section(
     fig, data = _density(Xs, model, names, dims)
     section.figures["density"], section.data["density"] = fig, data
     section.captions["density"] = f"Contours of the mixture's log-density{cap_note}."
-    fig, data = _uncertainty(Xs, uncertainty, names, dims, int(model.means_.shape[0]))
+    fig, data = _uncertainty(Xs, proba, model, dims)
     section.figures["uncertainty"], section.data["uncertainty"] = fig, data
     section.captions["uncertainty"] = (
         "Classification uncertainty 1 - max_k p(z=k | x): large bright points are ambiguous."
@@ -482,7 +314,10 @@ def build_section(
     if selection is not None:
         fig, data = _criteria(selection, model)
         section.figures["criteria"], section.data["criteria"] = fig, data
-        section.captions["criteria"] = "BIC and ICL across K, one curve per covariance type."
+        section.captions["criteria"] = (
+            "BIC and ICL across K, one curve per covariance type; the y-axis shows the range "
+            "where the choice is made (curves far worse leave the top)."
+        )
     fig, data = _log_likelihood(model)
     section.figures["log_likelihood"], section.data["log_likelihood"] = fig, data
     section.captions["log_likelihood"] = "Mean log-likelihood per sample at each EM iteration."
@@ -491,9 +326,10 @@ def build_section(
         "covariance_type": model.covariance_type,
         "weights": np.asarray(model.weights_, dtype=np.float64).tolist(),
         "means": np.asarray(model.means_, dtype=np.float64).tolist(),
-        "covariances": _full_covariances(model).tolist(),
+        "covariances": full_covariances(model._fitted_params()).tolist(),
         "feature_names": names,
     }
+    section.data["features_shown"] = [names[i] for i in dims]
     section.data["n_samples"] = int(X.shape[0])
     section.data["n_points_drawn"] = int(Xs.shape[0])
     section.html_blocks.append(_parameter_table(model, names))
@@ -502,7 +338,33 @@ def build_section(
     return section
 
 
+def _shown_features(model: GaussianMixture, names: list[str], features) -> list[int]:
+    d = len(names)
+    if features is None:
+        if d <= MAX_PAIR_FEATURES:
+            return list(range(d))
+        return plot.most_separating(model, MAX_PAIR_FEATURES)
+    out = []
+    for f in [features] if isinstance(features, (str, int)) else list(features):
+        if isinstance(f, str):
+            if f not in names:
+                raise ValueError(f"features: no feature named {f!r}; the features are {names}")
+            out.append(names.index(f))
+        elif isinstance(f, (int, np.integer)) and not isinstance(f, bool) and 0 <= f < d:
+            out.append(int(f))
+        else:
+            raise ValueError(f"features: {f!r} is not a feature name or an index in 0..{d - 1}")
+    if not out or len(set(out)) != len(out):
+        raise ValueError(f"features must name distinct features, got {features!r}")
+    return out
+
+
 def _png_bytes(fig) -> bytes:
+    from matplotlib.text import Text
+
+    # labels are plain text: a column name with two "$" is not a mathtext formula to parse
+    for text in fig.findobj(Text):
+        text.set_parse_math(False)
     buf = io.BytesIO()
     # light compression: encoding at the default level took a third of the report time
     fig.savefig(buf, format="png", dpi=100, pil_kwargs={"compress_level": 3})
