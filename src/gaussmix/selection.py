@@ -141,6 +141,60 @@ class SelectionResult:
             out[ks.index(r.n_components), types.index(r.covariance_type)] = getattr(r, criterion)
         return out
 
+    def __repr__(self) -> str:
+        best = self.best_row
+        failed = sum(r.error is not None for r in self.rows)
+        ks = self.k_values
+        k_text = f"{ks[0]}..{ks[-1]}" if ks == list(range(ks[0], ks[-1] + 1)) else str(ks)
+        value = getattr(best, self.criterion)
+        return (
+            f"SelectionResult({self.criterion.upper()} over K={k_text} x "
+            f"{'/'.join(self.covariance_types)} on {self.n_samples} rows: best K="
+            f"{best.n_components} {best.covariance_type} ({self.criterion.upper()} {value:.4g})"
+            + (f", {failed} cell(s) failed" if failed else "")
+            + ")"
+        )
+
+    def _repr_pretty_(self, p, cycle) -> None:  # IPython: the one line, not the fields
+        p.text(repr(self))
+
+    def to_frame(self):
+        """Every cell as a pandas DataFrame, one row per (covariance type, K).
+
+        Returns
+        -------
+        frame : pandas.DataFrame
+            Columns as :class:`SelectionRow`'s fields plus ``selected`` (bool); NaN criteria
+            for failed cells. ``frame.pivot(index="n_components", columns="covariance_type",
+            values="bic")`` gives mclust's table.
+        """
+        try:
+            import pandas as pd
+        except ImportError:  # pragma: no cover - pandas is optional
+            raise ImportError("to_frame needs pandas: pip install pandas") from None
+        frame = pd.DataFrame([asdict(r) for r in self.rows])
+        frame["selected"] = [i == self.best_index for i in range(len(self.rows))]
+        return frame
+
+    def plot(self, criterion: str | None = None, *, ax=None, focus: bool = True):
+        """The criterion against K, one curve per covariance type (:func:`gaussmix.plot.criteria`).
+
+        Parameters
+        ----------
+        criterion : {"bic", "aic", "icl"}, optional
+            Default: the selection criterion.
+        ax : matplotlib Axes, optional
+        focus : bool, default=True
+            Limit the y-axis to the range where the choice is made.
+
+        Returns
+        -------
+        ax : matplotlib Axes
+        """
+        from gaussmix.plot import criteria
+
+        return criteria(self, _check_criterion(criterion or self.criterion), ax=ax, focus=focus)
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary: criterion, best cell and every row (NaN as None)."""
 
