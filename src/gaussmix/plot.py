@@ -124,10 +124,16 @@ def _feature_list(model, features, n_max: int = 2) -> list[int]:
     return idx
 
 
-def _names(model) -> list[str]:
-    names = getattr(model, "feature_names_in_", None)
+def _names(model, feature_names=None) -> list[str]:
+    # drawn with parse_math=False: a column name with two "$" is text, not mathtext
     d = int(model.means_.shape[1])
-    return [str(n) for n in names] if names is not None else [f"x{i}" for i in range(d)]
+    names = getattr(model, "feature_names_in_", None) if feature_names is None else feature_names
+    if names is None:
+        return [f"x{i}" for i in range(d)]
+    names = [str(n) for n in names]
+    if len(names) != d:
+        raise ValueError(f"feature_names: {len(names)} names for {d} features")
+    return names
 
 
 def _data(model, X) -> NDArray | None:
@@ -173,7 +179,8 @@ def _colors_for(labels: NDArray) -> tuple[list, list[str], NDArray, list[str]]:
 def _legend_handle(color: str, label: str):
     from matplotlib.lines import Line2D
 
-    return Line2D([], [], marker="o", linestyle="", color=color, label=label)
+    # a "$" in a class name would otherwise be parsed as mathtext
+    return Line2D([], [], marker="o", linestyle="", color=color, label=label.replace("$", r"\$"))
 
 
 # ------------------------------------------------------------------ plots of one panel
@@ -185,6 +192,7 @@ def ellipses(
     labels: ArrayLike | None = None,
     mass: float = ELLIPSE_MASS,
     ax=None,
+    feature_names: list[str] | None = None,
     legend: bool = False,
     point_size: float = 5.0,
 ):
@@ -203,6 +211,8 @@ def ellipses(
         Probability inside each ellipse: the contour at squared Mahalanobis distance
         ``chi2.ppf(mass, 2)`` of the component's two-feature marginal.
     ax : matplotlib Axes, optional
+    feature_names : list of str, optional
+        Axis labels; default the model's ``feature_names_in_``, else ``x0, x1, ...``.
     legend : bool, default=False
         Add a legend of the classes.
     point_size : float, default=5
@@ -217,7 +227,7 @@ def ellipses(
     _check_fitted(model)
     X = _data(model, X)
     f = _feature_list(model, features)
-    names = _names(model)
+    names = _names(model, feature_names)
     ax = _new_axes(ax)
     means = np.asarray(model.means_, dtype=np.float64)
     K = means.shape[0]
@@ -232,7 +242,7 @@ def ellipses(
         classes, palette, colors, label_text = _colors_for(labels)
     if len(f) == 1:
         (fx,) = f
-        ax.set_xlabel(names[fx])
+        ax.set_xlabel(names[fx], parse_math=False)
         if X is not None:
             bins = np.linspace(*_limits(X[:, fx]), 31)
             for i, c in enumerate(classes):
@@ -246,8 +256,8 @@ def ellipses(
                 ax.plot(grid, dens, color=PALETTE[k % len(PALETTE)])
     else:
         fx, fy = f
-        ax.set_xlabel(names[fx])
-        ax.set_ylabel(names[fy])
+        ax.set_xlabel(names[fx], parse_math=False)
+        ax.set_ylabel(names[fy], parse_math=False)
         if X is not None:
             ax.scatter(X[:, fx], X[:, fy], c=colors, s=point_size, alpha=0.6, linewidths=0,
                        rasterized=True)  # fmt: skip
@@ -271,6 +281,7 @@ def density(
     *,
     features: Any = None,
     ax=None,
+    feature_names: list[str] | None = None,
     n_grid: int = 150,
     levels: ArrayLike | None = None,
 ):
@@ -285,6 +296,8 @@ def density(
     features : sequence of two (or one) indices or names, default=(0, 1)
         With one feature: the marginal density curve over a histogram of the data.
     ax : matplotlib Axes, optional
+    feature_names : list of str, optional
+        Axis labels; default the model's ``feature_names_in_``, else ``x0, x1, ...``.
     n_grid : int, default=150
         Grid points per axis.
     levels : array-like, optional
@@ -297,7 +310,7 @@ def density(
     _check_fitted(model)
     X = _data(model, X)
     f = _feature_list(model, features)
-    names = _names(model)
+    names = _names(model, feature_names)
     ax = _new_axes(ax)
     marginal = model.marginal(f)
     lims = [_limits(X[:, i]) if X is not None else _model_limits(model, i) for i in f]
@@ -307,7 +320,7 @@ def density(
         if X is not None:
             ax.hist(X[:, f[0]], bins=np.linspace(*lims[0], 31), density=True, color="#dddddd")
         ax.plot(grid[:, 0], dens, color="black", linewidth=1.0)
-        ax.set_xlabel(names[f[0]])
+        ax.set_xlabel(names[f[0]], parse_math=False)
         return ax
     gx, gy = np.meshgrid(np.linspace(*lims[0], n_grid), np.linspace(*lims[1], n_grid))
     logp = marginal.score_samples(np.column_stack([gx.ravel(), gy.ravel()])).reshape(gx.shape)
@@ -320,8 +333,8 @@ def density(
                linewidths=1.0)  # fmt: skip
     ax.set_xlim(*lims[0])
     ax.set_ylim(*lims[1])
-    ax.set_xlabel(names[f[0]])
-    ax.set_ylabel(names[f[1]])
+    ax.set_xlabel(names[f[0]], parse_math=False)
+    ax.set_ylabel(names[f[1]], parse_math=False)
     return ax
 
 
@@ -331,6 +344,7 @@ def uncertainty(
     *,
     features: Any = None,
     ax=None,
+    feature_names: list[str] | None = None,
     proba: ArrayLike | None = None,
     colorbar: bool = False,
 ):
@@ -345,6 +359,8 @@ def uncertainty(
     features : sequence of two (or one) indices or names, default=(0, 1)
         With one feature: uncertainty against that feature.
     ax : matplotlib Axes, optional
+    feature_names : list of str, optional
+        Axis labels; default the model's ``feature_names_in_``, else ``x0, x1, ...``.
     proba : array-like of shape (n_samples, n_components), optional
         ``model.predict_proba(X)`` if already computed.
     colorbar : bool, default=False
@@ -362,7 +378,7 @@ def uncertainty(
     if X is None:
         raise ValueError("uncertainty needs the data X")
     f = _feature_list(model, features)
-    names = _names(model)
+    names = _names(model, feature_names)
     ax = _new_axes(ax)
     proba = np.asarray(model.predict_proba(X) if proba is None else proba, dtype=np.float64)
     u = 1.0 - proba.max(axis=1)
@@ -373,14 +389,14 @@ def uncertainty(
         mappable = ax.scatter(X[order, f[0]], u[order], c=u[order], cmap="plasma", norm=norm,
                               s=8, linewidths=0)  # fmt: skip
         ax.set_ylim(-0.05 * top, 1.05 * top)
-        ax.set_xlabel(names[f[0]])
+        ax.set_xlabel(names[f[0]], parse_math=False)
         ax.set_ylabel("uncertainty")
     else:
         mappable = ax.scatter(X[order, f[0]], X[order, f[1]], c=u[order], cmap="plasma",
                               norm=norm, s=4 + 80 * u[order] / top, linewidths=0,
                               rasterized=True)  # fmt: skip
-        ax.set_xlabel(names[f[0]])
-        ax.set_ylabel(names[f[1]])
+        ax.set_xlabel(names[f[0]], parse_math=False)
+        ax.set_ylabel(names[f[1]], parse_math=False)
     if colorbar:
         ax.figure.colorbar(mappable, ax=ax, label="1 - max posterior probability")
     return ax
@@ -549,6 +565,7 @@ def pairs(
     kind: str = "ellipses",
     features: Any = None,
     fig=None,
+    feature_names: list[str] | None = None,
     max_features: int = 5,
     top: float = 0.35,
     right: float = 0.3,
@@ -569,6 +586,8 @@ def pairs(
         ``max_features`` most separating ones (:func:`most_separating`).
     fig : matplotlib Figure, optional
         Drawn into (it should be empty); default a new pyplot figure sized for the grid.
+    feature_names : list of str, optional
+        Axis labels; default the model's ``feature_names_in_``, else ``x0, x1, ...``.
     max_features : int, default=5
     top, right : float
         Margins in inches above and right of the grid (room for a legend or colour bar).
@@ -612,9 +631,10 @@ def pairs(
                         top=1 - top / height, wspace=0.3 if n <= 2 else 0.08,
                         hspace=0.3 if n <= 2 else 0.08)  # fmt: skip
     if n <= 2:
-        draw(model, X, features=dims, ax=axes[0, 0], **kwargs)
+        draw(model, X, features=dims, ax=axes[0, 0], feature_names=feature_names, **kwargs)
         return axes
-    names = _names(model)
+    names = _names(model, feature_names)
+    kwargs["feature_names"] = names
     for i, j in itertools.product(range(n), range(n)):
         ax = axes[i, j]
         if j > i or (i == j and kind == "uncertainty"):
@@ -631,7 +651,7 @@ def pairs(
         if X is not None:
             ax.set_xlim(*_limits(X[:, dims[j]]))
         ax.tick_params(labelsize=7, labelbottom=i == n - 1, labelleft=j == 0 and i > 0)
-        ax.set_xlabel(names[dims[j]] if i == n - 1 else "", fontsize=8)
+        ax.set_xlabel(names[dims[j]] if i == n - 1 else "", fontsize=8, parse_math=False)
         if j != i:
-            ax.set_ylabel(names[dims[i]] if j == 0 else "", fontsize=8)
+            ax.set_ylabel(names[dims[i]] if j == 0 else "", fontsize=8, parse_math=False)
     return axes

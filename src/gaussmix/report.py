@@ -88,13 +88,13 @@ def _canvas(width, height, nrows=1, ncols=1, *, left=0.8, right=0.3, bottom=0.65
     return fig, axes
 
 
-def _pairs_figure(model, X, kind, dims, *, top=0.35, right=0.3, **kwargs):
+def _pairs_figure(model, X, kind, dims, names, *, top=0.35, right=0.3, **kwargs):
     """A pyplot-free figure drawn by :func:`gaussmix.plot.pairs`, and its scatter panels."""
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=plot.pairs_size(len(dims), top=top, right=right), dpi=100)
     axes = plot.pairs(model, X, kind=kind, features=dims, fig=fig, top=top, right=right,
-                      **kwargs)  # fmt: skip
+                      feature_names=names, **kwargs)  # fmt: skip
     if len(dims) == 1:
         return fig, []
     if len(dims) == 2:
@@ -107,7 +107,7 @@ def _classification(X, labels, model, names, dims) -> tuple[Any, dict]:
     means = np.asarray(model.means_, dtype=np.float64)
     K = means.shape[0]
     covs = full_covariances(model._fitted_params())
-    fig, panels = _pairs_figure(model, X, "ellipses", dims, top=0.55, labels=labels,
+    fig, panels = _pairs_figure(model, X, "ellipses", dims, names, top=0.55, labels=labels,
                                 mass=ELLIPSE_MASS)  # fmt: skip
     panels_out = []
     for _, fx, fy in panels:
@@ -124,7 +124,7 @@ def _classification(X, labels, model, names, dims) -> tuple[Any, dict]:
 
 
 def _density(X, model, names, dims) -> tuple[Any, dict]:
-    fig, panels = _pairs_figure(model, X, "density", dims,
+    fig, panels = _pairs_figure(model, X, "density", dims, names,
                                 n_grid=150 if len(dims) == 2 else 70)  # fmt: skip
     out = []
     for ax, fx, fy in panels:
@@ -136,11 +136,11 @@ def _density(X, model, names, dims) -> tuple[Any, dict]:
     return fig, {"panels": out}
 
 
-def _uncertainty(X, proba, model, dims) -> tuple[Any, dict]:
+def _uncertainty(X, proba, model, names, dims) -> tuple[Any, dict]:
     from matplotlib.cm import ScalarMappable
     from matplotlib.colors import Normalize
 
-    fig, _ = _pairs_figure(model, X, "uncertainty", dims, right=1.2, proba=proba)
+    fig, _ = _pairs_figure(model, X, "uncertainty", dims, names, right=1.2, proba=proba)
     uncertainty = 1.0 - proba.max(axis=1)
     top_u = max(1.0 - 1.0 / max(int(model.means_.shape[0]), 1), 1e-12)
     width = fig.get_size_inches()[0]
@@ -306,7 +306,7 @@ def build_section(
     fig, data = _density(Xs, model, names, dims)
     section.figures["density"], section.data["density"] = fig, data
     section.captions["density"] = f"Contours of the mixture's log-density{cap_note}."
-    fig, data = _uncertainty(Xs, proba, model, dims)
+    fig, data = _uncertainty(Xs, proba, model, names, dims)
     section.figures["uncertainty"], section.data["uncertainty"] = fig, data
     section.captions["uncertainty"] = (
         "Classification uncertainty 1 - max_k p(z=k | x): large bright points are ambiguous."
@@ -360,11 +360,6 @@ def _shown_features(model: GaussianMixture, names: list[str], features) -> list[
 
 
 def _png_bytes(fig) -> bytes:
-    from matplotlib.text import Text
-
-    # labels are plain text: a column name with two "$" is not a mathtext formula to parse
-    for text in fig.findobj(Text):
-        text.set_parse_math(False)
     buf = io.BytesIO()
     # light compression: encoding at the default level took a third of the report time
     fig.savefig(buf, format="png", dpi=100, pil_kwargs={"compress_level": 3})
