@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import warnings
 from typing import Any
 
 import numpy as np
@@ -146,6 +147,17 @@ def _data(model, X) -> NDArray | None:
     return X
 
 
+def _call(model, method: str, X: NDArray) -> NDArray:
+    """``model.method(X)`` on the plain array the plot uses, checked for shape already.
+
+    A model fitted on named columns warns for unnamed rows; here the rows are the user's own
+    data (or a grid) in the model's feature order, so the warning would only be noise.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="X does not have valid feature names")
+        return getattr(model, method)(X)
+
+
 def _limits(values: NDArray) -> tuple[float, float]:
     lo, hi = float(np.min(values)), float(np.max(values))
     pad = 0.08 * (hi - lo) if hi > lo else 1.0
@@ -233,7 +245,7 @@ def ellipses(
     K = means.shape[0]
     covs = full_covariances(model._fitted_params())
     if labels is None and X is not None:
-        labels = np.asarray(model.predict(X))
+        labels = np.asarray(_call(model, "predict", X))
     classes, palette, colors, label_text = [], [], None, []
     if X is not None:
         labels = np.asarray(labels)
@@ -316,14 +328,15 @@ def density(
     lims = [_limits(X[:, i]) if X is not None else _model_limits(model, i) for i in f]
     if len(f) == 1:
         grid = np.linspace(*lims[0], 200)[:, None]
-        dens = np.exp(marginal.score_samples(grid))
+        dens = np.exp(_call(marginal, "score_samples", grid))
         if X is not None:
             ax.hist(X[:, f[0]], bins=np.linspace(*lims[0], 31), density=True, color="#dddddd")
         ax.plot(grid[:, 0], dens, color="black", linewidth=1.0)
         ax.set_xlabel(names[f[0]], parse_math=False)
         return ax
     gx, gy = np.meshgrid(np.linspace(*lims[0], n_grid), np.linspace(*lims[1], n_grid))
-    logp = marginal.score_samples(np.column_stack([gx.ravel(), gy.ravel()])).reshape(gx.shape)
+    grid = np.column_stack([gx.ravel(), gy.ravel()])
+    logp = _call(marginal, "score_samples", grid).reshape(gx.shape)
     if levels is None:
         levels = np.sort(float(logp.max()) - np.array(DENSITY_DROPS))
     if X is not None:
@@ -380,7 +393,9 @@ def uncertainty(
     f = _feature_list(model, features)
     names = _names(model, feature_names)
     ax = _new_axes(ax)
-    proba = np.asarray(model.predict_proba(X) if proba is None else proba, dtype=np.float64)
+    if proba is None:
+        proba = _call(model, "predict_proba", X)
+    proba = np.asarray(proba, dtype=np.float64)
     u = 1.0 - proba.max(axis=1)
     order = np.argsort(u)  # most uncertain drawn last, on top
     top = max(1.0 - 1.0 / max(int(model.means_.shape[0]), 1), 1e-12)
@@ -615,7 +630,7 @@ def pairs(
     if kind == "ellipses" and X is not None and kwargs.get("labels") is None:
         kwargs["labels"] = np.asarray(model.predict(X))
     if kind == "uncertainty" and X is not None and kwargs.get("proba") is None:
-        kwargs["proba"] = np.asarray(model.predict_proba(X))
+        kwargs["proba"] = np.asarray(_call(model, "predict_proba", X))
     n = len(dims)
     width, height = pairs_size(n, top=top, right=right)
     if fig is None:
