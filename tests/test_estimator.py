@@ -345,3 +345,80 @@ def test_collapsed_component_names_it_and_the_remedy():
     with pytest.raises(CollapsedComponentError, match=r"component \d.*increase reg_covar") as e:
         GaussianMixture(2, reg_covar=0.0, random_state=0, init_params="kmeans").fit(X)
     assert isinstance(e.value, ValueError)
+
+
+@pytest.mark.parametrize(
+    ("params", "name"),
+    [
+        (dict(n_components=2.5), "n_components"),
+        (dict(tol="1e-3"), "tol"),
+        (dict(max_iter=1.5), "max_iter"),
+        (dict(reg_covar=float("inf")), "reg_covar"),
+        (dict(covariance_type="banana"), "covariance_type"),
+        (dict(init_params=None), "init_params"),
+        (dict(engine="warp"), "engine"),
+        (dict(chunk_size=0), "chunk_size"),
+        (dict(dtype="float16"), "dtype"),
+        (dict(verbose=-1), "verbose"),
+        (dict(warm_start="yes"), "warm_start"),
+    ],
+)
+def test_invalid_hyper_parameters_raise_sklearns_error(params, name):
+    # scikit-learn's InvalidParameterError is both a ValueError and a TypeError, so
+    # `except ValueError` catches a float n_components as it does for sklearn's own estimators
+    from sklearn.utils._param_validation import InvalidParameterError
+
+    X = np.random.RandomState(0).rand(20, 2)
+    gm = GaussianMixture(**{"n_components": 2, **params})
+    for method in (gm.fit, gm.partial_fit):
+        with pytest.raises(InvalidParameterError, match=f"'{name}' parameter") as e:
+            method(X)
+        assert isinstance(e.value, ValueError) and isinstance(e.value, TypeError)
+
+
+def test_every_registered_covariance_model_and_init_is_accepted():
+    from gaussmix._covariance import COVARIANCE_MODELS
+    from gaussmix._init import INIT_METHODS
+
+    gm = GaussianMixture(2)
+    for name in COVARIANCE_MODELS:
+        gm.set_params(covariance_type=name)._check_parameters()
+    for name in INIT_METHODS:
+        gm.set_params(init_params=name)._check_parameters()
+
+
+@pytest.mark.parametrize(
+    ("precisions", "match"),
+    [
+        (np.ones((3, 2, 2)), r"precisions_init .*shape \(2, 2, 2\), got \(3, 2, 2\)"),
+        (np.stack([np.eye(2), [[1.0, 0.5], [0.0, 1.0]]]), "precisions_init .*not symmetric"),
+        (np.stack([np.eye(2), np.full((2, 2), np.nan)]), "precisions_init .*finite"),
+        (np.stack([np.eye(2), -np.eye(2)]), "precisions_init .*positive definite"),
+    ],
+)
+def test_bad_precisions_init_is_named(precisions, match):
+    with pytest.raises(ValueError, match=match) as e:
+        GaussianMixture(2, precisions_init=precisions).fit(np.random.RandomState(0).rand(20, 2))
+    assert "covariance matrix" not in str(e.value) and "covariances" not in str(e.value)
+
+
+@pytest.mark.parametrize(
+    ("weights", "match"), [([0.2, 0.2], "weights must sum to 1"), ([1.0], "weights must have")]
+)
+def test_from_parameters_names_its_own_arguments(weights, match):
+    with pytest.raises(ValueError, match=match) as e:
+        GaussianMixture.from_parameters(weights, [[0.0], [1.0]], [[[1.0]], [[1.0]]])
+    assert "weights_init" not in str(e.value)
+    with pytest.raises(ValueError, match="'random_state' parameter"):
+        GaussianMixture.from_parameters([0.5, 0.5], [[0.0], [1.0]], [1.0, 1.0], "spherical",
+                                        random_state="seed")  # fmt: skip
+
+
+@pytest.mark.parametrize("change", [dict(covariance_type="diag"), dict(n_components=3)])
+def test_warm_start_after_changing_the_model_is_a_clear_error(blobs, change):
+    gm = GaussianMixture(2, warm_start=True, random_state=0).fit(blobs)
+    before = gm.means_.copy()
+    with pytest.raises(ValueError, match="warm_start=True continues from the fitted parameters"):
+        gm.set_params(**change).fit(blobs)
+    np.testing.assert_array_equal(gm.means_, before)
+    gm.set_params(warm_start=False).fit(blobs)  # the way out the message names

@@ -218,3 +218,37 @@ def test_bad_batches():
     with pytest.raises(ValueError, match="NaN"):
         gm.partial_fit(np.array([[np.nan, 1.0]]))
     assert gm.n_iter_ == 2, "failed batches change nothing"
+
+
+def test_first_batch_with_all_zero_weights_is_a_clear_error():
+    X = _draw(np.random.RandomState(8), 50)
+    gm = GaussianMixture(3, random_state=0)
+    with pytest.raises(ValueError, match="sum to zero"):
+        gm.partial_fit(X, sample_weight=np.zeros(50))
+    with pytest.raises(ValueError, match="needs n_components = 3 rows of positive weight, got 2"):
+        gm.partial_fit(X, sample_weight=np.r_[1.0, 1.0, np.zeros(48)])
+    assert not hasattr(gm, "means_"), "failed batches change nothing"
+    gm.partial_fit(X, sample_weight=np.ones(50))
+
+
+def test_a_file_name_is_refused_with_the_way_out(tmp_path):
+    path = tmp_path / "batch.csv"
+    np.savetxt(path, _draw(np.random.RandomState(9), 20), delimiter=",")
+    for source in (str(path), path):
+        with pytest.raises(TypeError, match=r"not a file name .*fit\(path\)"):
+            GaussianMixture(3).partial_fit(source)
+
+
+@pytest.mark.parametrize("scale", [1e-18, 1e300])
+def test_batch_weights_are_scale_free(scale):
+    rng = np.random.RandomState(10)
+    X1, X2 = _draw(rng, 200), _draw(rng, 150)
+    w1, w2 = rng.uniform(0.5, 2.0, 200), rng.uniform(0.5, 2.0, 150)
+    unit = GaussianMixture(3, random_state=0)
+    unit.partial_fit(X1, sample_weight=w1).partial_fit(X2, sample_weight=w2)
+    scaled = GaussianMixture(3, random_state=0)
+    with np.errstate(all="raise"):
+        scaled.partial_fit(X1, sample_weight=w1 * scale).partial_fit(X2, sample_weight=w2 * scale)
+    np.testing.assert_allclose(scaled.means_, unit.means_, rtol=1e-9)
+    np.testing.assert_allclose(scaled.covariances_, unit.covariances_, rtol=1e-9)
+    assert scaled.lower_bound_ == pytest.approx(unit.lower_bound_, rel=1e-12)

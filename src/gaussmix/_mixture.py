@@ -48,7 +48,10 @@ def predict_proba(params: MixtureParams, X: NDArray) -> NDArray:
     out = np.empty((X.shape[0], params.n_components), dtype=X.dtype)
     for block in _blocks(X.shape[0], params.n_components):
         lj = params.log_joint(X[block])
-        out[block] = np.exp(lj - logsumexp(lj, axis=1)[:, None])
+        # normalised by their sum, not by exp(log-sum-exp): far from the model, where
+        # |log p| > 2**53, log 2 is lost in the log-sum-exp and two tied components got 1 each
+        r = np.exp(lj - np.max(lj, axis=1, keepdims=True))
+        out[block] = r / np.sum(r, axis=1, keepdims=True)
     return out
 
 

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = ["check_sample_weight"]
+__all__ = ["MAX_ABS", "check_sample_weight", "check_scale", "normalise_sample_weight"]
 
 
 def check_sample_weight(sample_weight: Any, n_samples: int, *, what: str = "X") -> NDArray | None:
@@ -50,3 +50,61 @@ def check_sample_weight(sample_weight: Any, n_samples: int, *, what: str = "X") 
     if np.any(w < 0):
         raise ValueError("sample_weight must be non-negative")
     return w
+
+
+# Largest |x| accepted, per working precision. Squared differences of such values, and their
+# sums over many rows, stay far below overflow (the square root of the largest float is 1.3e154
+# in float64, 1.8e19 in float32). Beyond it k-means, the E-step's moments and the covariances
+# themselves (about x²) would overflow, so the data is refused rather than fitted to inf or NaN.
+MAX_ABS: dict[np.dtype, float] = {np.dtype(np.float64): 1e150, np.dtype(np.float32): 1e15}
+
+
+def check_scale(X: NDArray, *, what: str = "X") -> None:
+    """Refuse values too large in magnitude for the working precision ``X.dtype``.
+
+    Parameters
+    ----------
+    X : ndarray of float32 or float64
+        Finite data in its working precision.
+    what : str, default="X"
+        Name of the data in the error.
+
+    Raises
+    ------
+    ValueError
+        If some ``|x|`` exceeds :data:`MAX_ABS` for ``X.dtype``.
+    """
+    if X.size == 0:
+        return
+    limit = MAX_ABS.get(np.dtype(X.dtype), MAX_ABS[np.dtype(np.float64)])
+    # max and min: two passes without an (n_samples, n_features) temporary
+    largest = max(float(np.max(X)), -float(np.min(X)))
+    if largest > limit:
+        raise ValueError(
+            f"{what} has values up to {largest:.3g} in absolute value, beyond the {limit:g} "
+            f"that {np.dtype(X.dtype).name} arithmetic supports (squared distances would "
+            "overflow): divide the data by a constant c first; log-likelihoods then shift by "
+            "d·log(c) per row"
+        )
+
+
+def normalise_sample_weight(sample_weight: NDArray) -> NDArray:
+    """Weights rescaled to sum to their number of rows (mean 1), which changes no fit.
+
+    Weights mean repeated rows, so only their ratios matter; on their own scale, uniform
+    weights of 1e-18 would vanish against the M-step's guard on empty components and weights
+    of 1e300 would overflow the moments.
+
+    Parameters
+    ----------
+    sample_weight : ndarray of shape (n_samples,)
+        Checked weights (finite, non-negative) with a positive sum.
+
+    Returns
+    -------
+    w : ndarray of shape (n_samples,)
+        ``sample_weight * n_samples / sum(sample_weight)``, computed without overflow; uniform
+        weights become exactly 1.
+    """
+    w = sample_weight / np.max(sample_weight)
+    return w * (w.shape[0] / w.sum())
