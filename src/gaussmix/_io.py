@@ -298,7 +298,7 @@ def read_dask(
     from dask.utils import parse_bytes
 
     path = check_file(path)
-    names, has_header = column_names(path)
+    names, _ = column_names(path)
     idx = pick_columns(names, list(columns) if columns is not None else None, path)
     picked = [names[i] for i in idx]
     kind = format_of(path)

@@ -35,6 +35,11 @@ from gaussmix.backends import (
 
 __all__ = ["GaussianMixture"]
 
+
+def _is_dask(obj: Any) -> bool:
+    return type(obj).__module__.split(".")[0] in ("dask", "dask_expr")
+
+
 _FLOATS = [np.float64, np.float32]
 
 
@@ -311,9 +316,12 @@ class GaussianMixture(DistributionMixin, DensityMixin, BaseEstimator):
         return np.float32 if X_dtype == np.float32 else np.float64
 
     def _validate_fit_data(self, X, sample_weight):
-        X = validate_data(self, X, dtype=_FLOATS, ensure_min_samples=2)
+        X = validate_data(
+            self, X, dtype=_FLOATS, ensure_min_samples=2, ensure_all_finite="allow-nan"
+        )
         X = X.astype(self._working_dtype(X.dtype), copy=False)
         check_scale(X)
+        X, sample_weight = self._observed_rows(X, sample_weight)
         if X.shape[0] < self.n_components:
             raise ValueError(
                 f"Expected n_samples >= n_components but got n_components = "
@@ -330,6 +338,22 @@ class GaussianMixture(DistributionMixin, DensityMixin, BaseEstimator):
                     f"n_components = {self.n_components}"
                 )
             w = normalise_sample_weight(w)
+        return X, w
+
+    def _observed_rows(self, X: NDArray, sample_weight: Any) -> tuple[NDArray, Any]:
+        """Missing values (NaN): refuse a never-observed feature, leave out empty rows."""
+        from gaussmix._missing import drop_unobserved
+
+        names = getattr(self, "feature_names_in_", None)
+        w = check_sample_weight(sample_weight, X.shape[0])
+        X, w, n_empty = drop_unobserved(X, w, names)
+        if n_empty:
+            warnings.warn(
+                f"{n_empty} rows of X have no observed value (all NaN): they are left out "
+                "of the fit",
+                UserWarning,
+                stacklevel=6,  # the caller of fit (through _fit_context)
+            )
         return X, w
 
     def _engine_name(self, X: Any) -> str:
@@ -356,7 +380,7 @@ class GaussianMixture(DistributionMixin, DensityMixin, BaseEstimator):
 
     def _validate_predict_data(self, X) -> NDArray:
         check_is_fitted(self)
-        X = validate_data(self, X, dtype=_FLOATS, reset=False)
+        X = validate_data(self, X, dtype=_FLOATS, reset=False, ensure_all_finite="allow-nan")
         # rows are evaluated in the model's precision or better: a float64 model rounded to
         # float32 rows lost up to 0.4 in log-density on data offset by 1e6
         X = X.astype(np.result_type(X.dtype, self.means_.dtype), copy=False)
@@ -647,6 +671,9 @@ class GaussianMixture(DistributionMixin, DensityMixin, BaseEstimator):
         # the cpu engine's compiled row kernels where it runs fits; they decline (None) inputs
         # the numpy code of _mixture handles better, which stays the reference
         params = self._fitted_params()
+        if X.size and np.isnan(np.min(X)):
+            # missing values: the numpy maths marginalise them (gaussmix._missing)
+            return getattr(_mixture, op)(params, X)
         if _may_overflow(params, X):
             # the compiled kernels use fast-math (inf -> NaN): rows this far from the model
             # take the numpy code, and rows it cannot represent are refused, on every path
@@ -729,6 +756,12 @@ class GaussianMixture(DistributionMixin, DensityMixin, BaseEstimator):
     def _log_likelihood(self, X: Any) -> tuple[float, int]:
         # through score_samples, so every input kind (array, tensor, Dask, file) works
         log_prob = self.score_samples(X)
+        if _is_dask(log_prob):
+            import dask
+
+            # a Dask DataFrame's row count is unknown until read: counted in the same pass
+            total, n = dask.compute(log_prob.sum(), log_prob.map_blocks(np.ones_like).sum())
+            return float(total), int(n)
         return float(log_prob.sum()), int(log_prob.shape[0])
 
     def bic(self, X: ArrayLike) -> float:
@@ -778,8 +811,24 @@ class GaussianMixture(DistributionMixin, DensityMixin, BaseEstimator):
         check_is_fitted(self)
         if resolve_engine("auto", X) in IN_MEMORY_ENGINES and self.device is None:
             Xv = self._validate_predict_data(X)
-            return self.bic(Xv) - 2.0 * self._in_memory_op(Xv, "log_resp_max")
+            # not self.bic(Xv): Xv has lost a DataFrame's names, and bic would warn of it
+            total = float(self._in_memory_op(Xv, "score_samples").sum())
+            bic = -2 * total + self._n_parameters() * np.log(Xv.shape[0])
+            return float(bic - 2.0 * self._in_memory_op(Xv, "log_resp_max"))
         log_joint = self.log_joint(X)
+        if _is_dask(log_joint):
+            import dask
+            import dask.array as da
+
+            # one pass: log p(x) = logsumexp of the joint; rows counted (a DataFrame's
+            # partitions have unknown lengths)
+            row_max = log_joint.max(axis=1)
+            log_prob = row_max + da.log(da.exp(log_joint - row_max[:, None]).sum(axis=1))
+            total, log_resp_max, n = dask.compute(
+                log_prob.sum(), (row_max - log_prob).sum(), row_max.map_blocks(np.ones_like).sum()
+            )
+            n, total, log_resp_max = int(n), float(total), float(log_resp_max)
+            return float(-2 * total + self._n_parameters() * np.log(n) - 2.0 * log_resp_max)
         log_prob = self.score_samples(X)
         row_max = log_joint.amax(1) if hasattr(log_joint, "amax") else log_joint.max(axis=1)
         n = int(log_prob.shape[0])
@@ -849,5 +898,6 @@ class GaussianMixture(DistributionMixin, DensityMixin, BaseEstimator):
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
-        tags.input_tags.allow_nan = False
+        # NaN entries are missing values, marginalised by EM and by every density
+        tags.input_tags.allow_nan = True
         return tags

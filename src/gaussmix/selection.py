@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
+from sklearn.utils.validation import _get_feature_names
 
 from gaussmix._covariance import COVARIANCE_MODELS
 from gaussmix.estimator import GaussianMixture
@@ -333,6 +334,8 @@ def select(
         no cell could be fitted.
     """
     criterion = _check_criterion(criterion)
+    # a DataFrame's column names go to every fitted model, as GaussianMixture.fit(df) keeps them
+    names = _get_feature_names(X)
     X = np.asarray(X)
     if X.ndim != 2 or X.shape[0] < 1 or X.shape[1] < 1:
         raise ValueError(f"X must be a non-empty 2-D array, got shape {X.shape}")
@@ -384,6 +387,9 @@ def select(
                 on_cell(row, done, len(cells))
     rows = [results[c][0] for c in cells]
     models = {c: results[c][1] for c in cells if results[c][1] is not None}
+    if names is not None:
+        for model in models.values():
+            model.feature_names_in_ = names
     scores = np.array([getattr(r, criterion) for r in rows])
     if not np.isfinite(scores).any():
         raise ValueError(f"no model in the grid could be fitted: {rows[0].error}")

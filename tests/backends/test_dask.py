@@ -283,3 +283,25 @@ def test_worker_killed_mid_fit_gives_the_undisturbed_fit(client, data):
         time.sleep(0.2)
     else:
         pytest.fail("the killed worker was not replaced within 60 s")
+
+
+def test_dataframe_names_travel_and_criteria_work(client, data):
+    # names kept like a pandas fit; bic/icl of a Dask DataFrame (unknown partition lengths)
+    # equal those of the same rows in memory
+    X, _ = data
+    kw = dict(n_components=3, tol=0, max_iter=5, covariance_type="full", **_given_init(X, "full"))
+    frame = pd.DataFrame(X, columns=["a", "b", "c"])
+    ddf = dd.from_pandas(frame, npartitions=3).clear_divisions()
+    gm = _fit(ddf, **kw)
+    assert list(gm.feature_names_in_) == ["a", "b", "c"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no false "feature names" warning anywhere
+        assert gm.bic(ddf) == pytest.approx(gm.bic(frame), rel=1e-12)
+        assert gm.icl(ddf) == pytest.approx(gm.icl(frame), rel=1e-12)
+        assert gm.aic(ddf) == pytest.approx(gm.aic(frame), rel=1e-12)
+        np.testing.assert_array_equal(gm.predict(ddf).compute(), gm.predict(frame))
+    with pytest.raises(ValueError, match="feature names should match"):
+        gm.predict(ddf[["b", "a", "c"]])
+    # integer column names are no names, as in scikit-learn
+    assert not hasattr(_fit(dd.from_pandas(pd.DataFrame(X), npartitions=2), **kw),
+                       "feature_names_in_")  # fmt: skip

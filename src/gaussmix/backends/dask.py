@@ -167,7 +167,8 @@ def _as_feature_array(X: Any, sample_weight: Any) -> tuple[Any, Any, list[str] |
             raise TypeError(f"the DataFrame has non-numeric columns: {', '.join(bad)}")
         if not columns:
             raise ValueError("the DataFrame has no feature columns")
-        names = [str(c) for c in columns]
+        # as scikit-learn does for DataFrames: names are kept when they are all strings
+        names = list(columns) if all(isinstance(c, str) for c in columns) else None
         # lengths=True counts the rows of each partition (one number per partition comes back)
         arr = X[columns].to_dask_array(lengths=True)
         if isinstance(sample_weight, dd.Series):
@@ -404,6 +405,14 @@ def predict_op(estimator: Any, X: Any, op: str) -> Any:
     import dask.dataframe as dd
 
     if isinstance(X, dd.DataFrame):
+        fitted = getattr(estimator, "feature_names_in_", None)
+        given = list(X.columns)
+        if fitted is not None and given != list(fitted):
+            # scikit-learn's rule for DataFrames: same names, same order
+            raise ValueError(
+                f"The feature names should match those that were passed during fit: fitted "
+                f"on {list(fitted)}, got {given}; select them with X[{list(fitted)}]"
+            )
         bad = [f"{c} ({X.dtypes[c]})" for c in X.columns if X.dtypes[c].kind not in "biuf"]
         if bad:
             raise TypeError(f"the DataFrame has non-numeric columns: {', '.join(bad)}")

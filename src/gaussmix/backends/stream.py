@@ -42,6 +42,7 @@ from numpy.typing import NDArray
 
 from gaussmix import _mixture
 from gaussmix._params import MixtureParams
+from gaussmix._source import DataError, auto_names, check_file, format_of, sniff_text, text_blocks
 from gaussmix._stats import SuffStats, e_step_chunk
 from gaussmix._validation import check_sample_weight
 from gaussmix.backends.numpy import default_chunk_size
@@ -66,9 +67,7 @@ _FAST_CHUNK_ELEMENTS = 1 << 21
 _PLAIN_CHUNK_ROWS = 65536
 
 _PARQUET_SUFFIXES = (".parquet", ".parq", ".pq")
-_CSV_BLOCK_BYTES = 1 << 20
 _PARQUET_BATCH_ROWS = 65536
-_CSV_DELIMITERS = {".csv": ",", ".tsv": "\t", ".tab": "\t"}
 
 
 class SourceChangedError(RuntimeError):
@@ -150,13 +149,15 @@ class _FileState:
 class _Reader:
     """A numeric table in one or more files, read in row chunks.
 
-    Subclasses set ``files``, ``file_rows``, ``columns`` (all numeric column names, in order)
-    and ``source_dtype``, and implement ``_iter_file``.
+    Subclasses set ``files``, ``file_rows``, ``columns`` (all column names, in order),
+    ``has_names`` (whether the names come from the source) and ``source_dtype``, and
+    implement ``_iter_file``.
     """
 
     files: list[Path]
     file_rows: list[int]
     columns: list[str]
+    has_names: bool
     source_dtype: np.dtype
 
     def _iter_file(
@@ -190,7 +191,8 @@ class _NpyReader(_Reader):
         self.files = [path]
         self.file_rows = [int(shape[0])]
         self.n_cols = int(shape[1])
-        self.columns = [str(j) for j in range(self.n_cols)]
+        self.columns = auto_names(self.n_cols)
+        self.has_names = False
         self.fortran = bool(fortran)
         self.source_dtype = dtype
 
@@ -300,6 +302,7 @@ class _ParquetReader(_Reader):
             self.files.append(p)
             self.file_rows.append(int(meta.metadata.num_rows))
         self.columns = list(schema.names)
+        self.has_names = True
         self.source_dtype = _arrow_numpy_dtype(schema)
 
     def _iter_file(self, index, columns, chunk_rows):
@@ -320,102 +323,39 @@ class _ParquetReader(_Reader):
                 start += batch.num_rows
 
 
-def _parse_header(path: Path, delimiter: str) -> tuple[list[str], bool, str]:
-    """Column names, whether the first line is a header (not all numbers), the delimiter."""
-    try:
-        with open(path, encoding="utf-8", newline="") as f:
-            first = f.readline()
-    except UnicodeDecodeError:
-        raise SourceReadError(f"{path} is not UTF-8 text") from None
-    first = first.rstrip("\r\n")
-    if not first.strip():
-        raise ValueError(f"{path} is empty (no header and no data on its first line)")
-    if delimiter not in first:
-        # a ".csv" written with semicolons or tabs (as the CLI's reader accepts)
-        delimiter = next((c for c in (";", "\t", ",") if c in first), delimiter)
-    fields = [field.strip().strip('"').strip() for field in first.split(delimiter)]
-    try:
-        for field in fields:
-            float(field)
-    except ValueError:
-        if len(set(fields)) != len(fields):
-            raise ValueError(f"{path}: header has repeated column names: {fields}") from None
-        return fields, True, delimiter
-    return [f"column{j}" for j in range(len(fields))], False, delimiter
+class _TextReader(_Reader):
+    """Delimited text, parsed by the data-source layer (:mod:`gaussmix._source`): the rules
+    of the command line's reader, whatever the file's size."""
 
-
-class _CsvReader(_Reader):
-    def __init__(self, path: Path, delimiter: str) -> None:
+    def __init__(self, path: Path) -> None:
+        self.source = sniff_text(path)
         self.files = [path]
-        self.columns, self.header, self.delimiter = _parse_header(path, delimiter)
+        self.columns = list(self.source.names)
+        self.has_names = self.source.has_header
         self.source_dtype = np.dtype(np.float64)
         # counting pass: n_samples must be known before EM, and it checks every value once
         n = 0
         for start, block in self._iter_file(0, list(range(len(self.columns))), _PLAIN_CHUNK_ROWS):
-            _check_finite(block, path, start)
             n = start + block.shape[0]
         if n == 0:
-            raise ValueError(f"{path} has no data rows")
+            raise DataError(f"{path}: no data rows")
         self.file_rows = [n]
 
     def _iter_file(self, index, columns, chunk_rows):
-        import pyarrow as pa
-        import pyarrow.csv as pcsv
-
-        path = self.files[index]
-        options = dict(
-            read_options=pcsv.ReadOptions(
-                column_names=self.columns,
-                skip_rows=1 if self.header else 0,
-                # Arrow's reader keeps dozens of blocks in flight (memory ~36 x block_size, as
-                # measured): small blocks, merged here into chunks of chunk_rows rows
-                block_size=_CSV_BLOCK_BYTES,
-                use_threads=False,
-            ),
-            parse_options=pcsv.ParseOptions(delimiter=self.delimiter),
-            convert_options=pcsv.ConvertOptions(
-                column_types={name: pa.float64() for name in self.columns},
-                include_columns=[self.columns[j] for j in columns],
-            ),
-        )
-        start = done = 0  # first row of the pending chunk; rows converted so far
-        pending: list[NDArray] = []
-        try:
-            # opening reads and converts the first block already
-            reader = pcsv.open_csv(path, **options)
-            while True:
-                try:
-                    batch = reader.read_next_batch()
-                except StopIteration:
-                    break
-                if batch.num_rows:
-                    pending.append(_batch_to_array(batch, len(columns), path, done))
-                done += batch.num_rows
-                if done - start >= chunk_rows:
-                    yield start, np.concatenate(pending) if len(pending) > 1 else pending[0]
-                    pending, start = [], done
-        except pa.ArrowInvalid as exc:
-            raise SourceReadError(
-                f"{path}: unreadable value after data row {done}: {exc}"
-            ) from None
-        if pending:
-            yield start, np.concatenate(pending) if len(pending) > 1 else pending[0]
+        # an Arrow block of 1 MiB at a time, one thread: memory stays about one chunk
+        yield from text_blocks(self.source, columns, chunk_rows)
 
 
 def _open_reader(path: Path) -> _Reader:
-    if not path.exists():
+    if not os.path.lexists(path):
         raise FileNotFoundError(f"no such file or directory: {path}")
-    suffix = path.suffix.lower()
-    if path.is_dir() or suffix in _PARQUET_SUFFIXES:
+    check_file(path, directory_ok=True)  # a device or FIFO would be read without end
+    kind = format_of(path)
+    if kind == "parquet":
         return _ParquetReader(path)
-    if suffix == ".npy":
+    if kind == "npy":
         return _NpyReader(path)
-    if suffix in _CSV_DELIMITERS:
-        return _CsvReader(path, _CSV_DELIMITERS[suffix])
-    raise ValueError(
-        f"cannot stream {path}: supported sources are .npy, Parquet (.parquet or a directory "
-        f"of them), and .csv/.tsv/.tab text"
-    )
+    return _TextReader(path)
 
 
 def _is_read_failure(exc: Exception) -> bool:
@@ -469,8 +409,9 @@ class StreamExecutor:
     n_samples : int
     n_features : int
     dtype : numpy.dtype
-    feature_names : list of str
-        Column names of the features (``"0"``, ``"1"``, ... for ``.npy``).
+    feature_names : list of str or None
+        Column names of the features; None when the source has no names (``.npy``, text
+        without a header).
     """
 
     def __init__(
@@ -498,9 +439,7 @@ class StreamExecutor:
         self._weights: NDArray | None = None
         features = list(range(len(self.reader.columns)))
         if isinstance(sample_weight, str):
-            if isinstance(self.reader, _NpyReader) or (
-                isinstance(self.reader, _CsvReader) and not self.reader.header
-            ):
+            if not self.reader.has_names:
                 raise ValueError(
                     f"sample_weight={sample_weight!r} names a column, but {self.path} has no "
                     f"column names; pass the weights as an array"
@@ -513,7 +452,10 @@ class StreamExecutor:
             self._weight_column = self.reader.columns.index(sample_weight)
             features.remove(self._weight_column)
         self._features = features
-        self.feature_names = [self.reader.columns[j] for j in features]
+        # names travel to feature_names_in_ only when the source has them (not x0, x1, ...)
+        self.feature_names = (
+            [self.reader.columns[j] for j in features] if self.reader.has_names else None
+        )
         self.n_samples = self.reader.n_rows
         self.n_features = len(features)
         if self.n_features == 0:
@@ -738,8 +680,10 @@ def predict_op(estimator: Any, X: str | os.PathLike, op: str) -> NDArray:
     estimator : GaussianMixture
         Fitted.
     X : str or path-like
-        A source :class:`StreamExecutor` reads; when the estimator has ``feature_names_in_``
-        only those columns are read.
+        A source :class:`StreamExecutor` reads. When the estimator has ``feature_names_in_``
+        and the file has column names, the fitted columns are read by name, in the fitted
+        order, whatever their order in the file (other columns are ignored); a file without
+        names is read by position.
     op : {"log_joint", "score_samples", "predict_proba", "predict"}
 
     Returns
@@ -749,10 +693,13 @@ def predict_op(estimator: Any, X: str | os.PathLike, op: str) -> NDArray:
     """
     names = getattr(estimator, "feature_names_in_", None)
     executor = StreamExecutor(X, dtype=estimator.means_.dtype)
-    if names is not None and list(names) != executor.feature_names:
+    if names is not None and executor.reader.has_names and list(names) != executor.feature_names:
         missing = [n for n in names if n not in executor.reader.columns]
         if missing:
-            raise ValueError(f"{X} lacks the fitted feature columns {missing}")
+            raise ValueError(
+                f"{X} lacks the column{'s' if len(missing) > 1 else ''} {missing} that the "
+                f"model was fitted on; its columns: {executor.reader.columns}"
+            )
         executor._features = [executor.reader.columns.index(n) for n in names]
         executor.feature_names = list(names)
         executor.n_features = len(names)
