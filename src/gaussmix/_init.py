@@ -358,6 +358,12 @@ def initial_params(
     Returns
     -------
     params : MixtureParams
+
+    Notes
+    -----
+    Missing values (NaN) are replaced by their column's observed (weighted) mean for the
+    start only: every row takes part, however few are complete, and the start's covariances
+    are somewhat too small, which EM on the observed entries then corrects.
     """
     try:
         fn = INIT_METHODS[method]
@@ -365,4 +371,8 @@ def initial_params(
         raise ValueError(
             f"init_params must be one of {sorted(INIT_METHODS)}, got {method!r}"
         ) from None
+    if X.size and np.isnan(np.min(X)):
+        from gaussmix._missing import mean_fill
+
+        X = mean_fill(X, sample_weight)
     return fn(X, sample_weight, n_components, model, reg_covar, random_state, kernels)

@@ -30,16 +30,26 @@ def _blocks(n_rows: int, n_components: int):
         yield slice(start, min(start + size, n_rows))
 
 
-def log_joint(params: MixtureParams, X: NDArray) -> NDArray:
-    """``log p(x_n, z=k)``, shape (n_samples, n_components)."""
+def _log_joint(params: MixtureParams, X: NDArray) -> NDArray:
+    # NaN entries are missing: the marginal density of the observed ones (float64)
+    if X.size and np.isnan(np.min(X)):
+        from gaussmix._missing import log_joint as observed_log_joint
+
+        return observed_log_joint(params, X)
     return params.log_joint(X)
+
+
+def log_joint(params: MixtureParams, X: NDArray) -> NDArray:
+    """``log p(x_n, z=k)``, shape (n_samples, n_components); over the observed entries of
+    rows with NaN (a row without any gets ``log φ_k``)."""
+    return _log_joint(params, X)
 
 
 def score_samples(params: MixtureParams, X: NDArray) -> NDArray:
     """``log p(x_n) = logsumexp_k log p(x_n, z=k)``, shape (n_samples,), float64."""
     out = np.empty(X.shape[0])
     for block in _blocks(X.shape[0], params.n_components):
-        out[block] = logsumexp(params.log_joint(X[block]), axis=1)
+        out[block] = logsumexp(_log_joint(params, X[block]), axis=1)
     return out
 
 
@@ -47,7 +57,7 @@ def predict_proba(params: MixtureParams, X: NDArray) -> NDArray:
     """Posterior ``p(z=k | x_n)``, shape (n_samples, n_components); rows sum to one."""
     out = np.empty((X.shape[0], params.n_components), dtype=X.dtype)
     for block in _blocks(X.shape[0], params.n_components):
-        lj = params.log_joint(X[block])
+        lj = _log_joint(params, X[block])
         # normalised by their sum, not by exp(log-sum-exp): far from the model, where
         # |log p| > 2**53, log 2 is lost in the log-sum-exp and two tied components got 1 each
         r = np.exp(lj - np.max(lj, axis=1, keepdims=True))
@@ -59,7 +69,7 @@ def predict(params: MixtureParams, X: NDArray) -> NDArray:
     """Most probable component of each row, shape (n_samples,)."""
     out = np.empty(X.shape[0], dtype=np.intp)
     for block in _blocks(X.shape[0], params.n_components):
-        out[block] = np.argmax(params.log_joint(X[block]), axis=1)
+        out[block] = np.argmax(_log_joint(params, X[block]), axis=1)
     return out
 
 
@@ -67,7 +77,7 @@ def log_resp_max(params: MixtureParams, X: NDArray) -> float:
     """``Σ_n log max_k p(z=k | x_n)`` (the classification term of ICL), float64."""
     total = 0.0
     for block in _blocks(X.shape[0], params.n_components):
-        lj = params.log_joint(X[block]).astype(np.float64)
+        lj = _log_joint(params, X[block]).astype(np.float64)
         total += float(np.sum(np.max(lj, axis=1) - logsumexp(lj, axis=1)))
     return total
 

@@ -135,7 +135,8 @@ def e_step_chunk(
     Parameters
     ----------
     X : ndarray of shape (n_samples, n_features)
-        Checked, finite rows (float32 or float64; arithmetic in that dtype, sums in float64).
+        Checked rows (float32 or float64; arithmetic in that dtype, sums in float64); NaN
+        entries are missing values (:mod:`gaussmix._missing`), other entries finite.
     sample_weight : ndarray of shape (n_samples,) or None
         Row weights (None: all ones).
     params : MixtureParams
@@ -147,6 +148,11 @@ def e_step_chunk(
     -------
     stats : SuffStats
     """
+    if X.size and np.isnan(np.min(X)):  # min propagates NaN, without a boolean temporary
+        # NaN marks missing entries: exact EM on the observed ones (rows grouped by pattern)
+        from gaussmix._missing import e_step_missing
+
+        return e_step_missing(X, sample_weight, params, shift)
     log_joint = params.log_joint(X)
     log_norm = logsumexp(log_joint, axis=1)
     resp = np.exp(log_joint - log_norm[:, None])

@@ -47,6 +47,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from gaussmix._gaussian import LOG_2PI
+from gaussmix._missing import split_missing
 from gaussmix._params import MixtureParams
 from gaussmix._stats import SuffStats, e_step_chunk
 from gaussmix._validation import check_sample_weight
@@ -264,10 +265,14 @@ class CpuExecutor:
         X = np.ascontiguousarray(X)
         if X.shape[0] < 1 or X.shape[1] < 1:
             raise ValueError(f"X must have at least one row and one column, got {X.shape}")
-        if not np.all(np.isfinite(X)):
-            raise ValueError("X contains NaN or infinity")
+        if np.isinf(X).any():
+            raise ValueError("X contains infinity")
         # a fresh, writable float64 copy: numba would compile read-only arrays once more
         sample_weight = check_sample_weight(sample_weight, X.shape[0])
+        # rows with NaN (missing values) are split out once, for the exact E-step of
+        # gaussmix._missing; the kernels below see the complete rows only
+        self._init_rows = (X, sample_weight)
+        X, sample_weight, self._missing = split_missing(X, sample_weight)
         if chunk_size is not None and (int(chunk_size) != chunk_size or chunk_size < 1):
             raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
         if n_threads is not None and (int(n_threads) != n_threads or n_threads < 1):
@@ -318,7 +323,8 @@ class CpuExecutor:
         shift = params.means if shift is None else np.asarray(shift, dtype=np.float64)
         K, d = params.means.shape
         if self.n_samples < MIN_ROWS:
-            return e_step_chunk(self.X, self.sample_weight, params, shift)
+            stats = e_step_chunk(self.X, self.sample_weight, params, shift)
+            return self._add_missing(stats, params)
         _k = _kernels()
         prep = prepare(params, shift, self.dtype)
         rows, G = self._groups(K, prep.full)
@@ -372,7 +378,14 @@ class CpuExecutor:
             sxx_t = sxx_t[:, 0, :]
         sx_t, sxx_t = _recentre(nk_t, sx_t, sxx_t, prep.shift_error, prep.full)
         wsum = float(self.n_samples) if not weighted else float(self.sample_weight.sum())
-        return SuffStats(shift, nk_t, sx_t, sxx_t, float(ll.sum()), wsum, self.n_samples)
+        stats = SuffStats(shift, nk_t, sx_t, sxx_t, float(ll.sum()), wsum, self.n_samples)
+        return self._add_missing(stats, params)
+
+    def _add_missing(self, stats: SuffStats, params: MixtureParams) -> SuffStats:
+        """Plus the statistics of the rows with NaN, around the same shift."""
+        if self._missing is None:
+            return stats
+        return stats + self._missing.e_step(params, stats.shift)
 
     def _blas_task(self, params, prep, rows, G, w, weighted, cut, nk, sx, sxx, ll):
         _k = _kernels()
@@ -470,9 +483,10 @@ class CpuExecutor:
         Returns
         -------
         X : ndarray of shape (n_samples, n_features)
+            As given, with the rows that hold NaN.
         sample_weight : ndarray of shape (n_samples,) or None
         """
-        return self.X, self.sample_weight
+        return self._init_rows
 
 
 _OPS = {"log_joint": 0, "score_samples": 1, "predict_proba": 2, "predict": 3, "log_resp_max": 4}
