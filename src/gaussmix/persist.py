@@ -11,11 +11,11 @@ is refused with ``ValueError`` instead of crashing or exhausting memory.
 from __future__ import annotations
 
 import json
+import math
 import os
-import tempfile
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 
@@ -27,6 +27,10 @@ FORMAT = "gaussmix-model"
 FORMAT_VERSION = 1
 _INIT_ARRAYS = ("weights_init", "means_init", "precisions_init")
 _MAX_META = 1 << 20
+#: room for a .npy member's header (numpy pads it to 64 bytes; long shapes need more)
+_NPY_HEADER = 4096
+#: the most the members may decompress to, as a multiple of the archive's size
+_MAX_RATIO = 16
 
 
 def _jsonable_params(est) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
@@ -43,16 +47,19 @@ def _jsonable_params(est) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     return params, arrays
 
 
-def save(estimator, path: str | os.PathLike) -> None:
-    """Write a fitted :class:`~gaussmix.GaussianMixture` to ``path``.
+def save(estimator, file: str | os.PathLike | IO[bytes]) -> None:
+    """Write a fitted :class:`~gaussmix.GaussianMixture` to a file.
 
     Parameters
     ----------
     estimator : GaussianMixture
         A fitted estimator.
-    path : str or path-like
-        Destination file. Written to a temporary file in the same folder, then renamed, so an
-        interrupted save never leaves a partial file.
+    file : str, path-like or binary file object
+        Destination. A path is written atomically (:func:`gaussmix._atomic.atomic_write`: a
+        temporary file in the same folder, renamed once complete, with the permissions ``open``
+        would give, through a symbolic link, never over a read-only file), so an interrupted
+        save never leaves a partial file. A file object (opened ``"wb"``, or ``io.BytesIO``)
+        is written to as :func:`numpy.savez` writes to one, and left open.
     """
     from sklearn.utils.validation import check_is_fitted
 
@@ -88,19 +95,51 @@ def save(estimator, path: str | os.PathLike) -> None:
         "arrays": {k: list(np.shape(v)) for k, v in arrays.items()},
     }
     blob = np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, meta=blob, **{k: np.ascontiguousarray(v) for k, v in arrays.items()})
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    members = {k: np.ascontiguousarray(v) for k, v in arrays.items()}
+    if hasattr(file, "write"):
+        np.savez(file, meta=blob, **members)
+        return
+    from gaussmix._atomic import atomic_write
+
+    with atomic_write(file, "wb") as fh:
+        np.savez(fh, meta=blob, **members)
 
 
 def _bad(path, why: str) -> ValueError:
     return ValueError(f"{path}: not a valid gaussmix model file ({why})")
+
+
+def _read_member(archive: zipfile.ZipFile, name: str, shape: tuple[int, ...]) -> np.ndarray:
+    """One ``.npy`` member, its header checked before any data is read.
+
+    The header must declare exactly ``shape`` and a float32/float64 dtype (uint8 for the
+    metadata); only then are exactly that many bytes read, so the memory used is the model's
+    own size whatever the member claims.
+    """
+    fmt = np.lib.format
+    with archive.open(f"{name}.npy") as fh:
+        version = fmt.read_magic(fh)
+        if version == (1, 0):
+            header = fmt.read_array_header_1_0(fh)
+        elif version == (2, 0):
+            header = fmt.read_array_header_2_0(fh)
+        else:
+            raise ValueError(f"array {name!r} has an unsupported .npy version {version}")
+        got, fortran, dtype = header
+        if name == "meta":
+            if dtype != np.uint8 or len(got) != 1 or got[0] > _MAX_META:
+                raise ValueError("metadata has the wrong type or size")
+            shape = got
+        elif dtype.kind != "f" or dtype.itemsize not in (4, 8):
+            raise ValueError(f"array {name!r} has dtype {dtype}, not float32 or float64")
+        if tuple(got) != tuple(shape):
+            raise ValueError(f"array {name!r} has shape {tuple(got)}, expected {tuple(shape)}")
+        count = math.prod(shape)
+        data = fh.read(count * dtype.itemsize + 1)
+    if len(data) != count * dtype.itemsize:
+        raise ValueError(f"array {name!r} does not hold {count} values")
+    arr = np.frombuffer(data, dtype=dtype, count=count)
+    return arr.reshape(shape, order="F" if fortran else "C").astype(dtype.newbyteorder("="))
 
 
 def _read_meta(archive: zipfile.ZipFile, path) -> dict:
@@ -108,17 +147,14 @@ def _read_meta(archive: zipfile.ZipFile, path) -> dict:
         info = archive.getinfo("meta.npy")
     except KeyError:
         raise _bad(path, "no metadata") from None
-    if info.file_size > _MAX_META:
+    if info.file_size > _MAX_META + 4096:
         raise _bad(path, "metadata too large")
-    with archive.open(info) as fh:
-        blob = np.lib.format.read_array(fh, allow_pickle=False)
-    if blob.dtype != np.uint8 or blob.ndim != 1:
-        raise _bad(path, "metadata has the wrong type")
+    blob = _read_member(archive, "meta", ())
     meta = json.loads(blob.tobytes().decode("utf-8"))
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise _bad(path, "not written by gaussmix")
     version = meta.get("format_version")
-    if not isinstance(version, int):
+    if not isinstance(version, int) or isinstance(version, bool):
         raise _bad(path, "no format version")
     if version > FORMAT_VERSION:
         raise ValueError(
@@ -128,28 +164,126 @@ def _read_meta(archive: zipfile.ZipFile, path) -> dict:
     return meta
 
 
-def _expected_shapes(meta: dict) -> dict[str, tuple[int, ...]]:
-    K, d = int(meta["n_components"]), int(meta["n_features"])
-    if K < 1 or d < 1:
-        raise ValueError("bad dimensions")
-    model = get_model(meta["params"]["covariance_type"])
-    cov_shape = model.shape(K, d)
+def _count(meta: dict, key: str, minimum: int) -> int:
+    value = meta.get(key)
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise ValueError(f"{key} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def _expected_shapes(meta: dict, model) -> dict[str, tuple[int, ...]]:
+    """Every member's shape, from the model's own K, d and n_iter (not from what the file
+    declares about its arrays)."""
+    K, d = _count(meta, "n_components", 1), _count(meta, "n_features", 1)
+    n_iter = _count(meta, "n_iter", 0)
+    declared = meta.get("arrays")
+    lb = declared.get("lower_bounds") if isinstance(declared, dict) else None
+    if not (isinstance(lb, list) and len(lb) == 1 and isinstance(lb[0], int)
+            and 0 <= lb[0] <= n_iter):  # fmt: skip
+        raise ValueError(f"lower_bounds must list at most n_iter ({n_iter}) values")
+    cov_shape = tuple(model.shape(K, d))
     return {
         "weights": (K,),
         "means": (K, d),
         "covariances": cov_shape,
         "precisions_cholesky": cov_shape,
         "precisions": cov_shape,
-        "lower_bounds": (int(meta["arrays"]["lower_bounds"][0]),),
+        "lower_bounds": (lb[0],),
+        "init__weights_init": (K,),
+        "init__means_init": (K, d),
+        "init__precisions_init": cov_shape,
     }
 
 
-def load(path: str | os.PathLike):
+def _archive_size(file) -> int:
+    if hasattr(file, "seek"):
+        here = file.tell()
+        size = file.seek(0, os.SEEK_END)
+        file.seek(here)
+        return int(size)
+    return os.stat(file).st_size
+
+
+def _check_sizes(archive: zipfile.ZipFile, expected: dict, archive_size: int) -> None:
+    """Refuse, before anything is decompressed, members larger than their shapes and a total
+    that the archive's own size cannot account for (a zip bomb)."""
+    total = 0
+    for name, shape in expected.items():
+        try:
+            info = archive.getinfo(f"{name}.npy")
+        except KeyError:
+            if name.startswith("init__"):
+                continue
+            raise ValueError(f"missing array {name!r}") from None
+        limit = 8 * math.prod(shape) + _NPY_HEADER
+        if info.file_size > limit:
+            raise ValueError(f"array {name!r} is larger than its declared shape")
+        total += info.file_size
+    # save() stores members uncompressed: the content can be no larger than the file (a
+    # compressed copy of real float data shrinks by far less than this ratio)
+    if total > _MAX_RATIO * archive_size + (1 << 20):
+        raise ValueError(
+            f"its arrays would take {total} bytes once decompressed, out of proportion to the "
+            f"file's {archive_size} bytes"
+        )
+
+
+def _tolerance(dtype: np.dtype) -> float:
+    # loose enough for rounding through any condition number a fit can produce, tight enough
+    # to catch parameters that disagree
+    return 1e-6 if dtype == np.float64 else 1e-3
+
+
+def _check_parameters(arrays: dict, meta: dict, model, dtype: np.dtype) -> None:
+    """The arrays describe one valid mixture: the checks every covariance model shares."""
+    K, d = meta["n_components"], meta["n_features"]
+    for name, arr in arrays.items():
+        if not np.all(np.isfinite(arr)):
+            raise ValueError(f"array {name!r} is not finite")
+    w = arrays["weights"]
+    if np.any(w < 0) or not np.isclose(w.sum(), 1.0, atol=1e-5):
+        raise ValueError("weights are not a probability vector")
+    model.validate(arrays["covariances"], K, d)  # shape, symmetry, positive definite
+    prec_chol = arrays["precisions_cholesky"].astype(np.float64)
+    with np.errstate(all="ignore"):
+        log_det = model.log_det_precision_cholesky(prec_chol, d)
+    if not np.all(np.isfinite(log_det)):
+        raise ValueError("precisions_cholesky has a diagonal entry that is not positive")
+    tol = _tolerance(dtype)
+    cov = arrays["covariances"].astype(np.float64)
+    again = model.covariances_from_precision_cholesky(prec_chol)
+    if not np.allclose(again, cov, rtol=tol * 100, atol=tol * 100 * np.max(np.abs(cov))):
+        raise ValueError("covariances and precisions_cholesky describe different mixtures")
+    prec = arrays["precisions"].astype(np.float64)
+    from_chol = model.precisions(prec_chol)
+    if not np.allclose(from_chol, prec, rtol=tol, atol=tol * np.max(np.abs(from_chol))):
+        raise ValueError("precisions and precisions_cholesky describe different mixtures")
+    names = meta.get("feature_names")
+    if names is not None:
+        if not (isinstance(names, list) and all(isinstance(n, str) for n in names)):
+            raise ValueError("feature_names must be a list of strings")
+        if len(names) != d:
+            raise ValueError(f"feature_names lists {len(names)} names for {d} features")
+        if len(set(names)) != d:
+            raise ValueError("feature_names repeats a name")
+
+
+def _scalars(meta: dict) -> tuple[bool, int, float]:
+    converged = meta.get("converged")
+    if not isinstance(converged, bool):
+        raise ValueError(f"converged must be true or false, got {converged!r}")
+    lower_bound = meta.get("lower_bound")
+    if not isinstance(lower_bound, (int, float)) or isinstance(lower_bound, bool):
+        raise ValueError(f"lower_bound must be a number, got {lower_bound!r}")
+    return converged, meta["n_iter"], float(lower_bound)
+
+
+def load(file: str | os.PathLike | IO[bytes]):
     """Read a model written by :meth:`GaussianMixture.save`.
 
     Parameters
     ----------
-    path : str or path-like
+    file : str, path-like or binary file object
         Model file.
 
     Returns
@@ -160,51 +294,46 @@ def load(path: str | os.PathLike):
     Raises
     ------
     FileNotFoundError
-        If ``path`` does not exist.
+        If ``file`` is a path that does not exist.
     ValueError
-        If the file is not a gaussmix model, is truncated or corrupted, or was written by a
-        newer format version.
+        If the file is not a gaussmix model, is truncated, corrupted or inflated (a member or
+        the total larger than the model's own K, d and n_iter allow), holds parameters that
+        are not a valid mixture, or was written by a newer format version.
     """
-    from gaussmix.estimator import GaussianMixture
-
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no such model file")
+    is_object = hasattr(file, "read")
+    path = getattr(file, "name", "<file object>") if is_object else Path(file)
+    if not is_object:
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: no such model file")
+        if not path.is_file():
+            raise _bad(path, "not a regular file")
     try:
-        with zipfile.ZipFile(path) as archive:
+        with zipfile.ZipFile(file) as archive:
             meta = _read_meta(archive, path)
-            expected = _expected_shapes(meta)
+            params = meta.get("params")
+            if not isinstance(params, dict):
+                raise ValueError("no hyper-parameters")
+            model = get_model(params.get("covariance_type"))
+            expected = _expected_shapes(meta, model)
+            if meta.get("dtype") not in ("float32", "float64"):
+                raise ValueError(f"unsupported dtype {meta.get('dtype')!r}")
             dtype = np.dtype(meta["dtype"])
-            if dtype not in (np.float32, np.float64):
-                raise ValueError(f"unsupported dtype {dtype}")
-            arrays = {}
+            _check_sizes(archive, expected, _archive_size(file))
             names = set(archive.namelist())
-            for name in [*expected, *(f"init__{n}" for n in _INIT_ARRAYS)]:
-                member = f"{name}.npy"
-                if member not in names:
-                    if name.startswith("init__"):
-                        continue
-                    raise ValueError(f"missing array {name!r}")
-                info = archive.getinfo(member)
-                shape = expected.get(name, tuple(meta["arrays"].get(name, ())))
-                limit = 8 * int(np.prod(shape, dtype=np.int64)) + 4096
-                if info.file_size > limit:
-                    raise ValueError(f"array {name!r} is larger than its declared shape")
-                with archive.open(info) as fh:
-                    arr = np.lib.format.read_array(fh, allow_pickle=False)
-                if arr.shape != tuple(shape):
-                    raise ValueError(f"array {name!r} has shape {arr.shape}, expected {shape}")
-                if arr.dtype.kind != "f" or not np.all(np.isfinite(arr)):
-                    raise ValueError(f"array {name!r} is not finite floating point")
-                arrays[name] = arr
-            params = dict(meta["params"])
-            for n in _INIT_ARRAYS:
-                params[n] = arrays.get(f"init__{n}")
-            est = GaussianMixture(**params)
-            est._check_parameters()
-            w = arrays["weights"]
-            if np.any(w < 0) or not np.isclose(w.sum(), 1.0, atol=1e-5):
-                raise ValueError("weights are not a probability vector")
+            arrays = {
+                name: _read_member(archive, name, shape)
+                for name, shape in expected.items()
+                if f"{name}.npy" in names
+            }
+        _check_parameters(arrays, meta, model, dtype)
+        converged, n_iter, lower_bound = _scalars(meta)
+        from gaussmix.estimator import GaussianMixture
+
+        params = dict(params)
+        for n in _INIT_ARRAYS:
+            params[n] = arrays.get(f"init__{n}")
+        est = GaussianMixture(**params)
+        est._check_parameters()
     except ValueError as exc:
         if str(exc).startswith(str(path)):
             raise
@@ -216,9 +345,9 @@ def load(path: str | os.PathLike):
     est.covariances_ = arrays["covariances"].astype(dtype)
     est.precisions_cholesky_ = arrays["precisions_cholesky"].astype(dtype)
     est.precisions_ = arrays["precisions"].astype(dtype)
-    est.converged_ = bool(meta["converged"])
-    est.n_iter_ = int(meta["n_iter"])
-    est.lower_bound_ = float(meta["lower_bound"])
+    est.converged_ = converged
+    est.n_iter_ = n_iter
+    est.lower_bound_ = lower_bound
     est.lower_bounds_ = [float(v) for v in arrays["lower_bounds"]]
     est.n_features_in_ = int(meta["n_features"])
     if meta.get("feature_names") is not None:
