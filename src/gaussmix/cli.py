@@ -729,17 +729,29 @@ def _format_grid(result) -> str:
 
 @main.command(context_settings=_CONTEXT)
 @click.argument("model_file", metavar="MODEL", type=click.Path(dir_okay=False))
+@click.argument("data", metavar="[DATA]", required=False, type=click.Path(dir_okay=False))
+@_columns_option
 @_json_option
-def info(model_file, as_json) -> None:
-    """Parameters of MODEL in readable form: weights, means, covariances.
+def info(model_file, data, columns, as_json) -> None:
+    """Summary of MODEL (like mclust's), then its parameters: weights, means, covariances.
+
+    With DATA (usually the training data) the summary adds the log-likelihood, BIC, ICL and
+    the number of rows in each cluster.
 
     \b
     Example:
       gaussmix info faithful.gmm
+      gaussmix info faithful.gmm faithful.csv
     """
     from gaussmix._covariance import get_model
 
     model = _load_model(model_file)
+    summary = model.summary()
+    if data is not None:
+        table = _read_for_model(data, columns, model)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="X does not have valid feature names")
+            summary = model.summary(table.X)
     K, d = model.means_.shape
     names = [str(c) for c in getattr(model, "feature_names_in_", [])] or [f"x{i}" for i in range(d)]
     cov_model = get_model(model.covariance_type)
@@ -752,6 +764,7 @@ def info(model_file, as_json) -> None:
             "covariances": model.covariances_, "full_covariances": np.stack(full),
             "converged": bool(model.converged_), "n_iter": int(model.n_iter_),
             "lower_bound": _finite(float(model.lower_bound_)),
+            "summary": summary.to_dict(),
         })  # fmt: skip
         return
     state = "converged" if model.converged_ else "not converged"
@@ -759,6 +772,7 @@ def info(model_file, as_json) -> None:
         f"{model_file}: Gaussian mixture, K={K}, {d} features ({', '.join(names)}), "
         f"{model.covariance_type} covariance; {state} after {model.n_iter_} iterations"
     ]
+    lines.extend(["", str(summary), ""])
     with np.printoptions(precision=5, suppress=True, linewidth=100):
         for k in range(K):
             lines.append(f"component {k}: weight {float(model.weights_[k]):.5f}")
@@ -785,20 +799,30 @@ def info(model_file, as_json) -> None:
 @click.option(
     "--k-max",
     type=click.IntRange(min=1),
-    default=6,
+    default=9,
     show_default=True,
-    help="Largest K of the BIC/ICL curves (and of the selection without MODEL).",
+    help="Largest K of the BIC/ICL curves (and of the selection without MODEL), as select.",
 )
 @click.option("--covariance-type", type=click.Choice([*_COVARIANCE_TYPES, "all"]), default="all",
               show_default=True, help="Covariance types of the curves.")  # fmt: skip
+@click.option("--n-init", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Initialisations per grid cell (the best is kept).")  # fmt: skip
+@click.option("--tol", type=click.FloatRange(min=0), default=1e-3, show_default=True,
+              help="EM convergence threshold of the grid's fits.")  # fmt: skip
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--n-jobs", type=int, default=None, help="Worker processes for the grid.")
 @click.option("--title", default=None, help="Page title.")
+@click.option(
+    "--features",
+    default=None,
+    help="Comma-separated features of the scatter and pairs plots (names or 0-based indices) "
+    "[default: all up to 5, else the 5 that separate the clusters most].",
+)
 @_columns_option
 @_json_option
 @_quiet_option
-def report(data, model_file, output, png_dir, k_min, k_max, covariance_type, seed, n_jobs,
-           title, columns, as_json, quiet) -> None:  # fmt: skip
+def report(data, model_file, output, png_dir, k_min, k_max, covariance_type, n_init, tol, seed,
+           n_jobs, title, features, columns, as_json, quiet) -> None:  # fmt: skip
     """Self-contained HTML report of DATA and a mixture (MODEL, or the one BIC selects).
 
     Figures: classification with covariance ellipses (pairs plot when d > 2), density
@@ -817,6 +841,7 @@ def report(data, model_file, output, png_dir, k_min, k_max, covariance_type, see
         raise CliError(f"--k-max ({k_max}) is smaller than --k-min ({k_min})")
     model = _load_model(model_file) if model_file else None
     table = _read_for_model(data, columns, model) if model is not None else _read(data, columns)
+    shown_features = _parse_features(features, table.columns)
     n = table.X.shape[0]
     k_max_grid = min(k_max, n)
     ks = range(min(k_min, k_max_grid), k_max_grid + 1)
@@ -825,13 +850,14 @@ def report(data, model_file, output, png_dir, k_min, k_max, covariance_type, see
     with grid:
         selection = run_select(table.X, ks, covariance_type, "bic", n_jobs=n_jobs,
                                random_state=seed, on_cell=grid.on_cell,
-                               callback=grid.on_iteration)  # fmt: skip
+                               callback=grid.on_iteration, n_init=n_init,
+                               tol=tol)  # fmt: skip
     shown = model if model is not None else selection.best_model
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="X does not have valid feature names")
         section = build_section(
             table.X, shown, selection=selection, feature_names=table.columns,
-            name=Path(data).stem,
+            name=Path(data).stem, features=shown_features,
             title=title or f"{Path(data).name}: K={shown.means_.shape[0]} "
             f"{shown.covariance_type}" + (f" ({Path(model_file).name})" if model_file else ""),
         )  # fmt: skip
@@ -845,6 +871,26 @@ def report(data, model_file, output, png_dir, k_min, k_max, covariance_type, see
     click.echo(str(written[0]))
     for p in written[1:]:
         click.echo(str(p))
+
+
+def _parse_features(text: str | None, names: list[str]) -> list[int] | None:
+    """``--features`` as column indices: names of ``names`` or 0-based indices."""
+    if text is None:
+        return None
+    out = []
+    for item in (t.strip() for t in text.split(",")):
+        if item in names:
+            out.append(names.index(item))
+        elif item.isdigit() and int(item) < len(names):
+            out.append(int(item))
+        else:
+            raise CliError(
+                f"--features: {item!r} is neither a column ({', '.join(names)}) nor an index "
+                f"in 0..{len(names) - 1}"
+            )
+    if len(set(out)) != len(out):
+        raise CliError(f"--features names a column twice: {text}")
+    return out
 
 
 @main.command(context_settings=_CONTEXT)
