@@ -748,6 +748,41 @@ class GaussianMixture(DistributionMixin, DensityMixin, BaseEstimator):
         X, labels = _mixture.sample(self._fitted_params(), int(n_samples), rng)
         return X.astype(self.means_.dtype, copy=False), labels
 
+    def impute(
+        self,
+        X: ArrayLike,
+        method: str = "mean",
+        random_state: int | np.random.RandomState | None = None,
+    ) -> NDArray:
+        """``X`` with its missing values (NaN) filled in under the fitted mixture.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            NaN marks a missing entry; observed entries are returned unchanged.
+        method : {"mean", "sample"}, default="mean"
+            ``"mean"``: the conditional expectation ``E[x_m | x_o] = Σ_k p(k | x_o)
+            (μ_k,m + Σ_k,mo Σ_k,oo⁻¹ (x_o - μ_k,o))``, the best guess in squared error.
+            ``"sample"``: a draw from ``p(x_m | x_o)`` (a component from its posterior, then
+            the Gaussian conditional), for multiple imputation.
+        random_state : int, RandomState instance or None, default=None
+            Seed of ``"sample"`` (None: ``self.random_state``).
+
+        Returns
+        -------
+        X_imputed : ndarray of shape (n_samples, n_features)
+            In the model's dtype. A row with no observed value gets the mixture's mean
+            (``"mean"``) or a draw from the mixture (``"sample"``).
+        """
+        from gaussmix._missing import impute
+
+        if method not in ("mean", "sample"):
+            raise ValueError(f"method must be 'mean' or 'sample', got {method!r}")
+        X = self._validate_predict_data(X)
+        rng = check_random_state(self.random_state if random_state is None else random_state)
+        out = impute(self._fitted_params(), X, method, rng)
+        return out.astype(self.means_.dtype, copy=False)
+
     # ------------------------------------------------------------------ model selection
     def _n_parameters(self) -> int:
         K, d = self.means_.shape
