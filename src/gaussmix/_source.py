@@ -56,6 +56,7 @@ __all__ = [
     "MAX_FIRST_LINE",
     "NULL_TOKENS",
     "DataError",
+    "SelectedColumns",
     "TextSource",
     "auto_names",
     "check_file",
@@ -629,3 +630,30 @@ class _SpanLoader:
         if not parts:
             return np.empty((0, len(self.columns)))
         return np.concatenate(parts) if len(parts) > 1 else parts[0]
+
+
+class SelectedColumns(os.PathLike):
+    """A data file with a column selection, for readers that take a path.
+
+    ``GaussianMixture().fit(SelectedColumns("big.csv", ["a", "c"]))`` streams only those
+    columns (the command line's ``--columns`` with ``--stream``).
+
+    Parameters
+    ----------
+    path : str or path-like
+    columns : sequence of str
+        Names, or 0-based positions for files without names, in the order wanted.
+    """
+
+    def __init__(self, path: str | os.PathLike, columns: Sequence[str]) -> None:
+        self.path = Path(path)
+        self.columns = [str(c) for c in columns]
+
+    def __fspath__(self) -> str:
+        return os.fspath(self.path)
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+    def __repr__(self) -> str:
+        return f"SelectedColumns({str(self.path)!r}, {self.columns!r})"

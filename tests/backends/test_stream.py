@@ -194,36 +194,67 @@ def test_predictions_on_a_path(files, data):
 
 
 # ------------------------------------------------------------------------------ failures
-def test_nan_chunk_names_file_and_rows(tmp_path, data):
+def test_infinite_chunk_names_file_and_rows(tmp_path, data):
     X = data[0].copy()
-    X[1234, 1] = np.nan
-    np.save(tmp_path / "nan.npy", X)
+    X[1234, 1] = np.inf
+    np.save(tmp_path / "inf.npy", X)
     # the first pass is an E-step in chunks of 500 rows
     gm = GaussianMixture(3, chunk_size=500, **_given_init(data[0], "full"))
     with pytest.raises(
         ValueError,
-        match=r"nan\.npy: NaN or infinity in rows 1000-1499 "
-        r"\(first at row 1234\)",
+        match=r"inf\.npy: infinity in rows 1000-1499 \(first at row 1234\)",
     ):
-        gm.fit(tmp_path / "nan.npy")
+        gm.fit(tmp_path / "inf.npy")
     with pytest.raises(NotFittedError):
         gm.predict(X[:5])
     # with k-means init the sampling pass meets it first
     gm = GaussianMixture(3)
-    with pytest.raises(
-        ValueError,
-        match=r"nan\.npy: NaN or infinity in rows 0-2399 "
-        r"\(first at row 1234\)",
-    ):
-        gm.fit(tmp_path / "nan.npy")
+    with pytest.raises(ValueError, match=r"inf\.npy: infinity in rows 0-2399 \(first at row 1234"):
+        gm.fit(tmp_path / "inf.npy")
     with pytest.raises(NotFittedError):
         gm.predict(X[:5])
 
 
+@pytest.mark.parametrize("init", ["given", "kmeans"])
+def test_missing_values_stream_like_arrays(tmp_path, data, init):
+    # NaN cells (NA in text, nulls in Parquet, NaN in .npy) are missing values: the streamed
+    # fit equals the in-memory fit of the same array, all-NaN rows left out of both
+    X = data[0].copy()
+    rng = np.random.RandomState(3)
+    X[rng.rand(*X.shape) < 0.05] = np.nan
+    X[7] = np.nan
+    np.save(tmp_path / "m.npy", X)
+    frame = pd.DataFrame(X, columns=["a", "b", "c"])
+    frame.to_csv(tmp_path / "m.csv", index=False, na_rep="NA")
+    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), tmp_path / "m.parquet")
+    kw = dict(n_components=3, random_state=0, tol=0, max_iter=5)
+    if init == "given":
+        kw.update(_given_init(data[0], "full"))
+    with pytest.warns(UserWarning, match="1 rows of X have no observed value"):
+        in_memory = _fit(X, engine="numpy", **kw)
+    for name in ("m.npy", "m.csv", "m.parquet"):
+        # the sampling pass of the data-driven start sees the whole file and says so
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            streamed = _fit(tmp_path / name, chunk_size=500, **kw)
+        said = [str(w.message) for w in seen if "no observed value" in str(w.message)]
+        assert said == ([] if init == "given" else [
+            f"1 rows of {tmp_path / name} have no observed value (all NaN): they are left "
+            "out of the fit"])  # fmt: skip
+        for attr in ("weights_", "means_", "covariances_"):
+            np.testing.assert_allclose(
+                getattr(streamed, attr), getattr(in_memory, attr), rtol=0, atol=ATOL,
+                err_msg=f"{name} {attr}",
+            )  # fmt: skip
+        np.testing.assert_allclose(
+            streamed.score_samples(tmp_path / name), in_memory.score_samples(X), rtol=1e-12
+        )
+
+
 def test_csv_missing_and_bad_values(tmp_path):
     # the messages of the CLI's reader (one layer), lines counted with the blank ones
-    (tmp_path / "m.csv").write_text("a,b\n1,2\n\n3,\n5,6\n")
-    with pytest.raises(ValueError, match=r"m\.csv: column 'b' has a missing value at line 4"):
+    (tmp_path / "m.csv").write_text("a,b\n1,2\n\n3,-inf\n5,6\n")
+    with pytest.raises(ValueError, match=r"m\.csv: column 'b' has an infinite value at line 4"):
         StreamExecutor(tmp_path / "m.csv")
     (tmp_path / "s.csv").write_text("a,b\n1,2\n3,x\n")
     with pytest.raises(ValueError, match=r"s\.csv: column 'b' is not numeric \(line 3: 'x'\)"):

@@ -31,6 +31,7 @@ more rows than that is pulled whole, in order, so that the fit starts like the i
 from __future__ import annotations
 
 import uuid
+import warnings
 from typing import Any
 
 import numpy as np
@@ -54,10 +55,11 @@ def _rows(start: int, stop: int) -> str:
 
 # ---------------------------------------------------------------------------------- tasks
 def _check_block(X: NDArray, w: NDArray | None, start: int) -> None:
-    if not np.isfinite(X).all():
-        bad = start + int(np.flatnonzero(~np.isfinite(X).all(axis=1))[0])
+    # NaN marks a missing value (EM on the observed entries, as for arrays); infinity is refused
+    if np.isinf(X).any():
+        bad = start + int(np.flatnonzero(np.isinf(X).any(axis=1))[0])
         raise ValueError(
-            f"Input X contains NaN or infinity in the block of {_rows(start, start + len(X))} "
+            f"Input X contains infinity in the block of {_rows(start, start + len(X))} "
             f"(first at row {bad})"
         )
     if w is not None and not (np.isfinite(w).all() and (w >= 0).all()):
@@ -364,14 +366,29 @@ class DaskExecutor:
             ]
         pieces = self._compute(tasks)
         X = np.concatenate([p[0] for p in pieces]).astype(self.dtype, copy=False)
-        if self.sample_weight is None:
-            return X, None
-        return X, np.concatenate([p[1] for p in pieces])
+        w = None if self.sample_weight is None else np.concatenate([p[1] for p in pieces])
+        # rows with an observed value, as the in-memory fit starts from (missing values)
+        from gaussmix._missing import drop_unobserved
+
+        exact = self.n_samples <= max_rows
+        try:
+            X, w, n_empty = drop_unobserved(X, w, self.feature_names)
+        except ValueError as exc:
+            where = "" if exact else " (in the sample drawn for initialisation)"
+            raise ValueError(f"{exc}{where}") from None
+        if n_empty and exact:
+            warnings.warn(
+                f"{n_empty} rows of X have no observed value (all NaN): they are left out of "
+                "the fit",
+                UserWarning,
+                stacklevel=2,
+            )
+        return X, w
 
 
 # ---------------------------------------------------------------------------------- predict
 def _predict_block(X: NDArray, params: MixtureParams, op: str, block_info=None) -> NDArray:
-    if not np.isfinite(X).all():
+    if np.isinf(X).any():  # NaN entries are missing values: marginal densities
         where = ""
         if block_info is not None and 0 in block_info:
             first = block_info[0]["array-location"][0][0]
@@ -381,7 +398,7 @@ def _predict_block(X: NDArray, params: MixtureParams, op: str, block_info=None) 
                 if np.isfinite(first)
                 else f" in row block {block_info[0]['chunk-location'][0]}"
             )
-        raise ValueError(f"Input X contains NaN or infinity{where}")
+        raise ValueError(f"Input X contains infinity{where}")
     return getattr(_mixture, op)(params, X)
 
 

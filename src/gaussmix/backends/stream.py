@@ -10,17 +10,20 @@ installed, else the reference kernel. Sources:
   pages count as resident memory, so a pass over a 2 GiB map grows the process by 2 GiB.
 * Parquet — one file or a directory of ``*.parquet`` files (read in sorted path order),
   record batches from :meth:`pyarrow.parquet.ParquetFile.iter_batches`; numeric columns only.
-* CSV / TSV (``.csv``, ``.tsv``, ``.tab``) — Arrow's streaming CSV reader. The first line is a
-  header unless every field of it parses as a number; a ``.csv`` whose first line has no comma
-  but semicolons or tabs is read with those. Rows are counted (and checked) in one
-  extra pass when the executor is built.
+* delimited text (any other name) — parsed by the data-source layer :mod:`gaussmix._source`,
+  the rules of the command line's reader whatever the file's size (header, delimiter, quoting,
+  blank lines, byte-order mark, values, error messages with line numbers). Rows are counted
+  (and checked) in one extra pass when the executor is built.
+
+A :class:`gaussmix._source.SelectedColumns` (a path with a column selection) reads only those
+columns. The features' names (a header, Parquet's columns) become ``feature_names_in_``.
 
 Each pass checks that every file still has the size and modification time it had when the
 executor was built, and that the values read equal those of the first pass (a checksum:
 the wrapping sum of their bit patterns, as a rewrite within one clock tick keeps the mtime),
 and stops with
 :class:`SourceChangedError` (or :class:`SourceReadError` for a file that can no longer be
-read, ``ValueError`` for NaN or infinity) naming the file and the rows; EM never returns
+read, ``ValueError`` for infinity) naming the file and the rows; EM never returns
 parameters computed from a file that changed under it.
 
 Initialisation sees a uniform random sample of at most :func:`default_init_rows` rows drawn
@@ -32,6 +35,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,7 +46,16 @@ from numpy.typing import NDArray
 
 from gaussmix import _mixture
 from gaussmix._params import MixtureParams
-from gaussmix._source import DataError, auto_names, check_file, format_of, sniff_text, text_blocks
+from gaussmix._source import (
+    DataError,
+    SelectedColumns,
+    auto_names,
+    check_file,
+    format_of,
+    pick_columns,
+    sniff_text,
+    text_blocks,
+)
 from gaussmix._stats import SuffStats, e_step_chunk
 from gaussmix._validation import check_sample_weight
 from gaussmix.backends.numpy import default_chunk_size
@@ -166,6 +179,9 @@ class _Reader:
         """``(file-local start row, (rows, len(columns)) array)`` pairs of file ``index``."""
         raise NotImplementedError
 
+    def prepare(self, columns: list[int]) -> None:
+        """Check the columns that will be read (and count rows where the format must)."""
+
     @property
     def n_rows(self) -> int:
         return int(sum(self.file_rows))
@@ -246,15 +262,10 @@ def _arrow_numpy_dtype(schema) -> np.dtype:
 
 
 def _batch_to_array(batch, n_cols: int, path: Path, start: int) -> NDArray:
-    """Columns of a record batch as one (rows, n_cols) array; nulls are an error."""
+    """Columns of a record batch as one (rows, n_cols) array; nulls become NaN (missing)."""
     import pyarrow as pa
 
     rows = batch.num_rows
-    for name, column in zip(batch.schema.names, batch.columns, strict=True):
-        if column.null_count:
-            raise ValueError(
-                f"{path}: column {name!r} has missing values in {_rows(start, start + rows)}"
-            )
     single = all(pa.types.is_float32(column.type) for column in batch.columns)
     out = np.empty((rows, n_cols), dtype=np.float32 if single else np.float64)
     for j, column in enumerate(batch.columns):
@@ -291,7 +302,6 @@ class _ParquetReader(_Reader):
             except Exception as exc:  # pyarrow raises several types for a corrupt footer
                 raise SourceReadError(f"cannot read Parquet file {p}: {exc}") from None
             s = meta.schema_arrow
-            _check_arrow_schema(s, p)
             if schema is None:
                 schema = s
             elif s.names != schema.names:
@@ -303,7 +313,16 @@ class _ParquetReader(_Reader):
             self.file_rows.append(int(meta.metadata.num_rows))
         self.columns = list(schema.names)
         self.has_names = True
+        self.schema = schema
         self.source_dtype = _arrow_numpy_dtype(schema)
+
+    def prepare(self, columns: list[int]) -> None:
+        # only the columns read must be numeric (as the CLI's reader checks)
+        import pyarrow as pa
+
+        read = pa.schema([self.schema.field(j) for j in columns])
+        _check_arrow_schema(read, self.directory or self.files[0])
+        self.source_dtype = _arrow_numpy_dtype(read)
 
     def _iter_file(self, index, columns, chunk_rows):
         import pyarrow.parquet as pq
@@ -333,17 +352,20 @@ class _TextReader(_Reader):
         self.columns = list(self.source.names)
         self.has_names = self.source.has_header
         self.source_dtype = np.dtype(np.float64)
+
+    def prepare(self, columns: list[int]) -> None:
         # counting pass: n_samples must be known before EM, and it checks every value once
         n = 0
-        for start, block in self._iter_file(0, list(range(len(self.columns))), _PLAIN_CHUNK_ROWS):
+        for start, block in self._iter_file(0, columns, _PLAIN_CHUNK_ROWS):
             n = start + block.shape[0]
         if n == 0:
-            raise DataError(f"{path}: no data rows")
+            raise DataError(f"{self.files[0]}: no data rows")
         self.file_rows = [n]
 
     def _iter_file(self, index, columns, chunk_rows):
-        # an Arrow block of 1 MiB at a time, one thread: memory stays about one chunk
-        yield from text_blocks(self.source, columns, chunk_rows)
+        # an Arrow block of 1 MiB at a time, one thread: memory stays about one chunk; missing
+        # cells are NaN, as the estimator takes them (EM on the observed entries)
+        yield from text_blocks(self.source, columns, chunk_rows, allow_nan=True)
 
 
 def _open_reader(path: Path) -> _Reader:
@@ -369,10 +391,11 @@ def _is_read_failure(exc: Exception) -> bool:
 
 
 def _check_finite(block: NDArray, path: Path, start: int) -> None:
-    if block.dtype.kind == "f" and not np.isfinite(block).all():
-        bad = np.flatnonzero(~np.isfinite(block).all(axis=1))
+    # NaN marks a missing value (EM on the observed entries, as for arrays); infinity is refused
+    if block.dtype.kind == "f" and np.isinf(block).any():
+        bad = np.flatnonzero(np.isinf(block).any(axis=1))
         raise ValueError(
-            f"{path}: NaN or infinity in {_rows(start, start + block.shape[0])} "
+            f"{path}: infinity in {_rows(start, start + block.shape[0])} "
             f"(first at row {start + int(bad[0])}); clean the file or drop those rows"
         )
 
@@ -388,8 +411,9 @@ class StreamExecutor:
     ----------
     source : str or path-like
         A ``.npy`` file holding a 2-D numeric array, a Parquet file or a directory of Parquet
-        files (numeric columns), or a ``.csv`` / ``.tsv`` / ``.tab`` file of numbers (the
-        first line is a header unless it is all numbers).
+        files, or delimited text of any other name, parsed by the rules of
+        :mod:`gaussmix._source` (those of the command line's reader). A
+        :class:`gaussmix._source.SelectedColumns` reads only its columns.
     sample_weight : array-like of shape (n_samples,), str, or None
         Row weights: an array (in file row order), or the name of a column of the source
         holding them (that column is then not a feature). None: all ones.
@@ -432,12 +456,13 @@ class StreamExecutor:
                 f"engine='auto' for in-memory arrays"
             )
         self.path = Path(source)
+        wanted = source.columns if isinstance(source, SelectedColumns) else None
         self.reader = _open_reader(self.path)
         self.chunk_size = chunk_size
         self.init_rows = init_rows
         self._weight_column: int | None = None
         self._weights: NDArray | None = None
-        features = list(range(len(self.reader.columns)))
+        features = pick_columns(self.reader.columns, wanted, self.path)
         if isinstance(sample_weight, str):
             if not self.reader.has_names:
                 raise ValueError(
@@ -450,7 +475,11 @@ class StreamExecutor:
                     f"{self.reader.columns}"
                 )
             self._weight_column = self.reader.columns.index(sample_weight)
-            features.remove(self._weight_column)
+            if self._weight_column in features:
+                features.remove(self._weight_column)
+        self.reader.prepare(
+            features + ([self._weight_column] if self._weight_column is not None else [])
+        )
         self._features = features
         # names travel to feature_names_in_ only when the source has them (not x0, x1, ...)
         self.feature_names = (
@@ -583,7 +612,7 @@ class StreamExecutor:
         """Summed statistics of one pass over the file under ``params``."""
         shift = params.means if shift is None else shift
         total = SuffStats.zeros(shift, params.model.moment)
-        fast = _has_fast_kernel()  # it checks for NaN itself: one scan of each chunk, not two
+        fast = _has_fast_kernel()  # it checks for infinity itself: one scan of each chunk, not two
         for start, X, w in self.chunks(
             self._chunk_rows(params.n_components), check_finite=not fast
         ):
@@ -647,11 +676,30 @@ class StreamExecutor:
                 idx_keep, key_keep = idx_keep[keep], key_keep[keep]
         if whole:
             X_all = np.concatenate([p[0] for p in parts])
-            if not weighted:
-                return X_all, None
-            return X_all, np.concatenate([p[1] for p in parts])
+            w_all = np.concatenate([p[1] for p in parts]) if weighted else None
+            return self._observed(X_all, w_all, exact=True)
         order = np.argsort(idx_keep)
-        return X_keep[order], (w_keep[order] if weighted else None)
+        return self._observed(X_keep[order], w_keep[order] if weighted else None, exact=False)
+
+    def _observed(
+        self, X: NDArray, w: NDArray | None, *, exact: bool
+    ) -> tuple[NDArray, NDArray | None]:
+        """Rows with an observed value, as the in-memory fit starts from (missing values)."""
+        from gaussmix._missing import drop_unobserved
+
+        try:
+            X, w, n_empty = drop_unobserved(X, w, self.feature_names)
+        except ValueError as exc:
+            where = "" if exact else " (in the sample drawn for initialisation)"
+            raise ValueError(f"{self.path}: {exc}{where}") from None
+        if n_empty and exact:
+            warnings.warn(
+                f"{n_empty} rows of {self.path} have no observed value (all NaN): they are "
+                "left out of the fit",
+                UserWarning,
+                stacklevel=2,
+            )
+        return X, w
 
 
 def _check_weight_array(sample_weight: Any, n_samples: int) -> NDArray:
@@ -693,7 +741,8 @@ def predict_op(estimator: Any, X: str | os.PathLike, op: str) -> NDArray:
     """
     names = getattr(estimator, "feature_names_in_", None)
     executor = StreamExecutor(X, dtype=estimator.means_.dtype)
-    if names is not None and executor.reader.has_names and list(names) != executor.feature_names:
+    by_name = names is not None and executor.reader.has_names and not isinstance(X, SelectedColumns)
+    if by_name and list(names) != executor.feature_names:
         missing = [n for n in names if n not in executor.reader.columns]
         if missing:
             raise ValueError(
