@@ -396,6 +396,9 @@ def uncertainty(
     if proba is None:
         proba = _call(model, "predict_proba", X)
     proba = np.asarray(proba, dtype=np.float64)
+    K = int(model.means_.shape[0])
+    if proba.shape != (X.shape[0], K):
+        raise ValueError(f"proba must have shape ({X.shape[0]}, {K}), got {proba.shape}")
     u = 1.0 - proba.max(axis=1)
     order = np.argsort(u)  # most uncertain drawn last, on top
     top = max(1.0 - 1.0 / max(int(model.means_.shape[0]), 1), 1e-12)
