@@ -351,3 +351,54 @@ def test_cpu_engine_equals_numpy_engine_with_nan():
         np.testing.assert_allclose(b.means_, a.means_, rtol=1e-9, atol=1e-9)
         np.testing.assert_allclose(b.covariances_, a.covariances_, rtol=1e-8, atol=1e-10)
         np.testing.assert_allclose(b.lower_bounds_, a.lower_bounds_, rtol=1e-11)
+
+
+# ---------------------------------------------------------------------------- the imputer
+def test_imputer_in_a_pipeline_beats_iterative_imputer_on_clustered_data():
+    from sklearn.experimental import enable_iterative_imputer  # noqa: F401
+    from sklearn.impute import IterativeImputer
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from gaussmix import GaussianMixtureImputer
+
+    X, full, _ = clustered(600, d=4, K=3, frac=0.2, seed=31, spread=6.0)
+    miss = np.isnan(X)
+    ours = GaussianMixtureImputer(3, random_state=0, n_init=2).fit_transform(X)
+    theirs = IterativeImputer(random_state=0, max_iter=20).fit_transform(X)
+
+    def rmse(Z):
+        return np.sqrt(np.mean((Z[miss] - full[miss]) ** 2))
+
+    assert rmse(ours) < 0.8 * rmse(theirs)
+    pipe = make_pipeline(GaussianMixtureImputer(3, random_state=0), StandardScaler()).fit(X)
+    assert not np.isnan(pipe.transform(X)).any()
+    imp = pipe[0]
+    np.testing.assert_array_equal(imp.transform(X), imp.mixture_.impute(X))
+    drawn = GaussianMixtureImputer(3, sample_posterior=True, random_state=0).fit(X)
+    a, b = drawn.transform(X), drawn.transform(X)
+    assert not np.array_equal(a[miss], b[miss])  # a new draw each time
+    np.testing.assert_array_equal(a[~miss], X[~miss])
+
+
+def test_imputer_keeps_feature_names():
+    pd = pytest.importorskip("pandas")
+    from gaussmix import GaussianMixtureImputer
+
+    X, _, _ = clustered(100, d=3, seed=37)
+    df = pd.DataFrame(X, columns=["a", "b", "c"])
+    imp = GaussianMixtureImputer(2, random_state=0).fit(df)
+    assert list(imp.get_feature_names_out()) == ["a", "b", "c"]
+
+
+def _imputer_checks():
+    from sklearn.utils.estimator_checks import parametrize_with_checks
+
+    from gaussmix.imputer import GaussianMixtureImputer
+
+    return parametrize_with_checks([GaussianMixtureImputer(random_state=0)])
+
+
+@_imputer_checks()
+def test_imputer_passes_the_estimator_checks(estimator, check):
+    check(estimator)

@@ -7,6 +7,9 @@ MultivariateNormal
 GaussianMixture
     The scikit-learn compatible mixture estimator (EM on additive sufficient statistics);
     also a distribution: ``marginal``, ``condition``, ``condition_rows``, ``summary``.
+GaussianMixtureImputer
+    A scikit-learn transformer filling missing values (NaN) from a mixture fitted on the
+    observed entries (conditional means, or draws for multiple imputation).
 GaussianMixtureRegressor
     Gaussian mixture regression: a scikit-learn regressor predicting E[y | x] from a joint
     mixture on [X, y].
@@ -37,6 +40,7 @@ __all__ = [
     "ConditionalMixtures",
     "EMProgress",
     "GaussianMixture",
+    "GaussianMixtureImputer",
     "GaussianMixtureRegressor",
     "MixtureSummary",
     "MultivariateNormal",
@@ -49,6 +53,7 @@ _WHERE = {
     "EMProgress": "gaussmix._em",
     "ConditionalMixtures": "gaussmix._conditional",
     "GaussianMixture": "gaussmix.estimator",
+    "GaussianMixtureImputer": "gaussmix.imputer",
     "GaussianMixtureRegressor": "gaussmix.regressor",
     "MixtureSummary": "gaussmix._distribution",
     "MultivariateNormal": "gaussmix._gaussian",
@@ -62,6 +67,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from gaussmix._em import EMProgress
     from gaussmix._gaussian import MultivariateNormal
     from gaussmix.estimator import GaussianMixture
+    from gaussmix.imputer import GaussianMixtureImputer
     from gaussmix.persist import load
     from gaussmix.regressor import GaussianMixtureRegressor
 
