@@ -315,7 +315,7 @@ def test_sampled_kmeans_keeps_weights_as_repeats_and_row_order():
     "kwargs, match",
     [
         (dict(X=np.zeros((5, 2, 2))), "2-D"),
-        (dict(X=np.array([[0.0, np.nan]] * 5)), "NaN"),
+        (dict(X=np.array([[0.0, np.inf]] * 5)), "infinity"),
         (dict(X=np.array([["a", "b"]])), "numeric"),
         (dict(sample_weight=np.ones(3)), "shape"),
         (dict(sample_weight=-np.ones(10)), "non-negative"),
