@@ -273,3 +273,77 @@ def test_report_in_headless_chromium(section_2d, tmp_path):
     assert pixels.shape[:2] == (1600, 1200)
     non_white = (pixels < 0.95).any(axis=2).mean()
     assert pixels.std() > 0.05 and non_white > 0.03, (pixels.std(), non_white)
+
+
+# --------------------------------------------------------------------- features and CLI options
+def _seven_features():
+    means = np.zeros((2, 7))
+    means[1, [1, 4, 6]] = [8.0, 3.0, 5.0]
+    return GaussianMixture.from_parameters([0.5, 0.5], means, np.ones((2, 7)), "diag",
+                                           random_state=0)  # fmt: skip
+
+
+@pytest.mark.slow
+def test_pairs_plot_shows_the_most_separating_or_the_chosen_features():
+    model = _seven_features()
+    X, _ = model.sample(200)
+    section = build_section(X, model)
+    # 7 > 5 features: the 5 most separating (1, 4, 6 carry the clusters), in column order
+    shown = section.data["features_shown"]
+    assert len(shown) == 5 and {"x1", "x4", "x6"} <= set(shown)
+    assert shown == sorted(shown, key=lambda n: int(n[1:]))
+    assert "most separating" in section.captions["classification"]
+    chosen = build_section(X, model, features=["x6", 1])
+    panels = chosen.data["classification"]["panels"]
+    assert [(p["x"], p["y"]) for p in panels] == [("x6", "x1")]
+    with pytest.raises(ValueError, match="no feature named 'x9'"):
+        build_section(X, model, features=["x9"])
+
+
+def test_criteria_axis_is_focused_where_the_choice_is_made(section_2d, fitted_2d):
+    from gaussmix.plot import focus_limits
+
+    _, _, selection = fitted_2d
+    data = section_2d.data["criteria"]
+    limits = focus_limits(selection, "bic")
+    if limits is None:  # nothing to cut on this grid: the axis spans every value
+        assert data["bic_ylim"][1] >= np.nanmax(selection.values("bic"))
+    else:
+        np.testing.assert_allclose(data["bic_ylim"], limits)
+        assert data["bic_ylim"][1] < np.nanmax(selection.values("bic"))
+
+
+def test_report_and_select_share_the_k_range():
+    from gaussmix import cli
+
+    def default(command, name):
+        return next(p.default for p in command.params if p.name == name)
+
+    assert default(cli.report, "k_max") == default(cli.select, "k_max") == 9
+    assert default(cli.report, "k_min") == default(cli.select, "k_min") == 1
+    assert default(cli.report, "n_init") == default(cli.select, "n_init")
+    assert default(cli.report, "tol") == default(cli.select, "tol")
+
+
+def test_report_command_features_n_init_tol(tmp_path):
+    from click.testing import CliRunner
+
+    from gaussmix.cli import main
+
+    model = _seven_features()
+    X, _ = model.sample(150)
+    header = ",".join(f"f{i}" for i in range(7))
+    np.savetxt(tmp_path / "d.csv", X, delimiter=",", header=header, comments="")
+    runner = CliRunner()
+    args = ["report", str(tmp_path / "d.csv"), "--k-max", "2", "--covariance-type", "diag",
+            "--n-init", "2", "--tol", "1e-5", "-q"]  # fmt: skip
+    bad = runner.invoke(main, [*args, "--features", "f1,nope", "-o", str(tmp_path / "bad.html")])
+    assert bad.exit_code == 1 and "--features: 'nope'" in bad.output
+    assert not (tmp_path / "bad.html").exists()
+    ok = runner.invoke(main, [*args, "--features", "f6,1", "-o", str(tmp_path / "r.html")])
+    assert ok.exit_code == 0, ok.output
+    data = read_report_data(tmp_path / "r.html")["sections"][0]
+    assert data["features_shown"] == ["f6", "f1"]
+    # --n-init and --tol reach the grid: the shown model is select's with those settings
+    ref = select(X, range(1, 3), ["diag"], n_jobs=1, n_init=2, tol=1e-5)
+    np.testing.assert_allclose(data["model"]["means"], ref.best_model.means_, rtol=1e-10)
