@@ -402,3 +402,47 @@ def _imputer_checks():
 @_imputer_checks()
 def test_imputer_passes_the_estimator_checks(estimator, check):
     check(estimator)
+
+
+# ---------------------------------------------------------------------------- command line
+def _cli(*args):
+    from click.testing import CliRunner
+
+    from gaussmix.cli import main
+
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def test_cli_impute_fills_empty_cells_like_the_estimator(tmp_path):
+    X, _, _ = clustered(150, d=3, K=2, frac=0.15, seed=41)
+    data = tmp_path / "d.csv"
+    lines = ["a,b,c"] + [",".join("" if np.isnan(v) else repr(float(v)) for v in r) for r in X]
+    data.write_text("\n".join(lines) + "\n")
+    gm = GaussianMixture(2, random_state=0).fit(X)
+    gm.save(tmp_path / "m.gmm")
+    out = tmp_path / "out.csv"
+    result = _cli("impute", tmp_path / "m.gmm", data, "-o", out)
+    assert result.exit_code == 0, result.output
+    got = np.loadtxt(out, delimiter=",", skiprows=1)
+    assert out.read_text().splitlines()[0] == "a,b,c"
+    np.testing.assert_allclose(got, gm.impute(X), rtol=1e-13)
+    drawn = _cli("impute", tmp_path / "m.gmm", data, "--method", "sample", "--seed", "3")
+    assert drawn.exit_code == 0
+    rows = np.array([[float(v) for v in line.split(",")] for line in drawn.output.split()[1:]])
+    miss = np.isnan(X)
+    np.testing.assert_allclose(rows[~miss], X[~miss], rtol=1e-13)
+    assert not np.isnan(rows).any()
+
+
+def test_cli_impute_errors_leave_no_output(tmp_path):
+    out = tmp_path / "out.csv"
+    result = _cli("impute", tmp_path / "none.gmm", tmp_path / "none.csv", "-o", out)
+    assert result.exit_code != 0 and "Traceback" not in result.output
+    assert "none.csv: no such file" in result.output
+    X, _, _ = clustered(60, d=3, seed=43)
+    GaussianMixture(2, random_state=0).fit(X).save(tmp_path / "m.gmm")
+    data = tmp_path / "two.csv"
+    data.write_text("a,b\n1,2\n3,\n")
+    result = _cli("impute", tmp_path / "m.gmm", data, "-o", out)
+    assert result.exit_code != 0 and "fitted on 3" in result.output
+    assert not out.exists()
