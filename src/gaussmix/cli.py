@@ -4,9 +4,15 @@ demo``.
 Conventions every command follows:
 
 - Results go to stdout (or ``-o FILE``); summaries, progress and errors go to stderr.
-- Any failure exits with status 1 (2 for a usage error, 130 for Ctrl-C) after printing exactly
-  one line ``gaussmix: error: ...`` on stderr, without a traceback (``GAUSSMIX_DEBUG=1`` shows
-  it). Output files are written to a temporary file and renamed, so a failure leaves none.
+- Any failure exits with status 1 (2 for a usage error, 130 for Ctrl-C, 143 for SIGTERM, 129
+  for SIGHUP) after printing exactly one line ``gaussmix: error: ...`` on stderr, without a
+  traceback (``GAUSSMIX_DEBUG=1`` shows it; ``0``, ``false``, ``no``, ``off`` or empty mean
+  off). Arguments, input files and the output's folder are checked before scikit-learn is
+  imported, so such errors appear at once.
+- Output files go through one atomic writer (:mod:`gaussmix._atomic`): a failure or signal
+  leaves none, not even a temporary file.
+- A closed output pipe (``gaussmix predict ... | head``) ends the command quietly with status
+  141, whatever the format (CSV or JSON), as a program killed by SIGPIPE exits in a shell.
 - Fits and grids running longer than a second show a progress bar on a terminal; nothing is
   drawn when stderr is not a terminal or with ``--quiet``.
 """
@@ -41,6 +47,8 @@ _COVARIANCE_TYPES = (
     "EII", "VII", "EEI", "VEI", "EVI", "VVI",
     "EEE", "VEE", "EVE", "VVE", "EEV", "VEV", "EVV", "VVV",
 )  # fmt: skip
+#: numpy's seeds: 0 .. 2**32 - 1 (anything else is a usage error, exit status 2)
+_SEED = click.IntRange(0, 2**32 - 1)
 _CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
@@ -65,18 +73,52 @@ def _fail(message: str, status: int) -> None:
         sys.stdout.flush()
     except (BrokenPipeError, ValueError, OSError):
         pass
-    click.echo(f"gaussmix: error: {message}", err=True)
+    try:
+        click.echo(f"gaussmix: error: {message}", err=True)
+    except OSError:  # stderr gone too (a hung-up terminal): the status still tells
+        pass
     sys.exit(status)
+
+
+def _debug() -> bool:
+    """GAUSSMIX_DEBUG set to something that means yes: tracebacks instead of one line."""
+    value = os.environ.get("GAUSSMIX_DEBUG", "").strip().lower()
+    return value not in ("", "0", "false", "no", "off")
+
+
+def _broken_pipe() -> None:
+    # the reader went away (| head): stop quietly, as cat does; later flushes go nowhere
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
+    sys.exit(141)
 
 
 class _Group(click.Group):
     """A group whose failures are one line on stderr, never a traceback."""
 
     def main(self, *args: Any, **kwargs: Any) -> Any:
+        from gaussmix._atomic import SignalExit, exit_on_signals
+
         kwargs["standalone_mode"] = False
         try:
-            return super().main(*args, **kwargs)
+            # SIGTERM/SIGHUP unwind like Ctrl-C: outputs and worker processes are cleaned up
+            with exit_on_signals():
+                result = super().main(*args, **kwargs)
+                sys.stdout.flush()  # a closed pipe must show here, not at interpreter exit
+            return result
+        except SignalExit as exc:
+            _fail(str(exc), int(exc.code))
+        except BrokenPipeError:
+            _broken_pipe()
         except click.exceptions.Exit as exc:
+            sys.exit(exc.exit_code)
+        except getattr(click.exceptions, "NoArgsIsHelpError", ()) as exc:
+            # bare `gaussmix`: the usage and commands, as click prints them (exit status 2)
+            exc.show()
             sys.exit(exc.exit_code)
         except click.UsageError as exc:
             _fail(" ".join(exc.format_message().split()), 2)
@@ -93,12 +135,9 @@ class _Group(click.Group):
         except KeyboardInterrupt:
             _fail("interrupted", 130)
         except BrokenPipeError:
-            # the reader went away (| head): stop quietly, as cat does
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, sys.stdout.fileno())
-            sys.exit(141)
+            _broken_pipe()
         except Exception as exc:
-            if os.environ.get("GAUSSMIX_DEBUG"):
+            if _debug():
                 raise
             _fail(_one_line(exc), 1)
 
@@ -258,7 +297,22 @@ def _quiet_option(f):
 
 
 def _emit_json(payload: Any) -> None:
-    click.echo(json.dumps(payload, indent=2, allow_nan=False, default=_json_default))
+    # written in pieces, as CSV is, so that a reader that goes away (| head) is seen as a
+    # broken pipe (exit 141) whatever the format
+    encoder = json.JSONEncoder(indent=2, allow_nan=False, default=_json_default)
+    out = sys.stdout
+    pieces: list[str] = []
+    size = 0
+    for piece in encoder.iterencode(payload):
+        pieces.append(piece)
+        size += len(piece)
+        if size >= 1 << 16:
+            out.write("".join(pieces))
+            out.flush()
+            pieces, size = [], 0
+    pieces.append("\n")
+    out.write("".join(pieces))
+    out.flush()
 
 
 def _json_default(value: Any) -> Any:
@@ -275,10 +329,35 @@ def _finite(value: float) -> float | None:
     return float(value) if math.isfinite(value) else None
 
 
+def _require_input(path: str) -> None:
+    """A readable input file, checked before anything slow is imported."""
+    p = Path(path)
+    if not p.exists():
+        raise CliError(f"{path}: no such file")
+    if p.is_dir():
+        raise CliError(f"{path}: is a directory, not a data file")
+
+
+def _require_output(path: str | None) -> None:
+    """An output file that can be written, checked before any work: an existing folder, not
+    a folder itself, not read-only (the atomic writer checks again when it writes)."""
+    if path is None:
+        return
+    p = Path(path)
+    folder = p.parent if str(p.parent) else Path(".")
+    if p.is_dir():
+        raise CliError(f"{path}: is a directory")
+    if not folder.is_dir():
+        raise CliError(f"{path}: folder {folder} does not exist")
+    if p.is_file() and (not os.access(p, os.W_OK) or not p.stat().st_mode & 0o222):
+        raise CliError(f"{path}: the file is read-only; not replacing it")
+
+
 def _read(path: str, columns: str | None):
     from gaussmix._io import parse_columns, read_table
 
-    return read_table(path, parse_columns(columns))
+    # empty and NA cells are missing values, as the streamed fit and the estimator take them
+    return read_table(path, parse_columns(columns), allow_nan=True)
 
 
 def _load_model(path: str):
@@ -311,7 +390,7 @@ def _read_for_model(path: str, columns: str | None, model):
                     "--columns"
                 )
             wanted = fitted
-    table = read_table(path, wanted)
+    table = read_table(path, wanted, allow_nan=True)
     expected = int(model.n_features_in_)
     if table.X.shape[1] != expected:
         fitted_on = f" ({', '.join(str(n) for n in fitted)})" if fitted is not None else ""
@@ -398,7 +477,7 @@ def main() -> None:
               help="Convergence threshold on the mean log-likelihood change.")  # fmt: skip
 @click.option("--reg-covar", type=click.FloatRange(min=0), default=1e-6, show_default=True,
               help="Added to the covariances' diagonal.")  # fmt: skip
-@click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
+@click.option("--seed", type=_SEED, default=0, show_default=True, help="Random seed.")
 @click.option("--engine", default="auto", show_default=True,
               help="E-step engine (auto, numpy, cpu, stream, dask, torch).")  # fmt: skip
 @_columns_option
@@ -433,13 +512,12 @@ def fit(data, k, covariance_type, init, n_init, max_iter, tol, reg_covar, seed, 
       gaussmix fit faithful.csv -k 2 --covariance-type full -o faithful.gmm
       gaussmix fit big.npy -k 8 --stream -o big.gmm
     """
-    from gaussmix._io import column_names, parse_columns
-    from gaussmix.estimator import GaussianMixture
+    from gaussmix._io import parse_columns
 
+    _require_input(data)
     path = Path(data)
-    if not path.exists():
-        raise CliError(f"{data}: no such file")
     out = Path(output) if output else Path(path.stem + ".gmm")
+    _require_output(str(out))
     if stream and scheduler:
         raise CliError("--stream and --scheduler are exclusive")
     if stream is None and scheduler is None:
@@ -449,26 +527,27 @@ def fit(data, k, covariance_type, init, n_init, max_iter, tol, reg_covar, seed, 
     wanted = parse_columns(columns)
     progress = _FitProgress(_progress_enabled(quiet), max_iter, n_init, f"fit K={k}")
     if stream:
-        names, has_header = column_names(path)
-        if wanted is not None and wanted != names:
-            raise CliError("--columns cannot be used with --stream: write the chosen columns "
-                           "to their own file, or fit in memory (--no-stream)")  # fmt: skip
+        from gaussmix._source import SelectedColumns
+        from gaussmix.estimator import GaussianMixture
+
+        # the parser of the in-memory read (gaussmix._source): a file's size never changes
+        # how it reads; the fit keeps the header's names itself
+        source = SelectedColumns(path, wanted) if wanted is not None else str(path)
         model = GaussianMixture(k, engine="stream", **params)
         with progress:
-            model = _quietly(model.fit, str(path), callback=progress)
-        if has_header:
-            model.feature_names_in_ = np.asarray(names, dtype=object)
-        log_density = _predict_array(model, str(path), "score_samples")
+            model = _quietly(model.fit, source, callback=progress)
+        log_density = _predict_array(model, source, "score_samples")
         n_rows = int(log_density.shape[0])
         log_likelihood = float(np.sum(log_density))
     elif scheduler:
-        model, n_rows, log_likelihood, names = _fit_on_cluster(
+        model, n_rows, log_likelihood = _fit_on_cluster(
             scheduler, path, wanted, k, params, progress, connect_timeout
         )
-        model.feature_names_in_ = np.asarray(names, dtype=object)
     else:
         table = _read(data, columns)
         _check_k(k, table.X.shape[0], data)
+        from gaussmix.estimator import GaussianMixture
+
         model = GaussianMixture(k, engine=engine, **params)
         with progress:
             model = _quietly(model.fit, table.X, callback=progress)
@@ -497,7 +576,7 @@ def fit(data, k, covariance_type, init, n_init, max_iter, tol, reg_covar, seed, 
 def _fit_on_cluster(address, path, wanted, k, params, progress, timeout):
     from distributed import Client
 
-    from gaussmix._io import read_dask
+    from gaussmix._io import column_names, read_dask
     from gaussmix.estimator import GaussianMixture
 
     try:
@@ -506,7 +585,7 @@ def _fit_on_cluster(address, path, wanted, k, params, progress, timeout):
         message = f"cannot connect to the Dask scheduler at {address}: {_one_line(exc)}"
         raise CliError(message) from None
     with client:
-        X, names = read_dask(path, wanted)
+        X, names = read_dask(path, wanted, allow_nan=True)
         if k > X.shape[0]:
             raise CliError(f"K = {k} is larger than the number of rows ({X.shape[0]}) in {path}")
         model = GaussianMixture(k, engine="dask", **params)
@@ -515,7 +594,9 @@ def _fit_on_cluster(address, path, wanted, k, params, progress, timeout):
         log_density = np.asarray(model.score_samples(X))
         if hasattr(log_density, "compute"):
             log_density = log_density.compute()
-        return model, int(X.shape[0]), float(np.sum(log_density)), names
+        if column_names(path)[1]:  # names from the file, not x0, x1, ... (as in memory)
+            model.feature_names_in_ = np.asarray(names, dtype=object)
+        return model, int(X.shape[0]), float(np.sum(log_density))
 
 
 @main.command(context_settings=_CONTEXT)
@@ -543,6 +624,8 @@ def predict(model_file, data, proba, columns, output, as_json) -> None:
     """
     from gaussmix._io import write_csv
 
+    _require_input(data)
+    _require_output(output)
     model = _load_model(model_file)
     table = _read_for_model(data, columns, model)
     if proba:
@@ -576,6 +659,7 @@ def score(model_file, data, columns, as_json) -> None:
     Example:
       gaussmix score faithful.gmm holdout.csv --json
     """
+    _require_input(data)
     model = _load_model(model_file)
     table = _read_for_model(data, columns, model)
     log_density = _predict_array(model, table.X, "score_samples")
@@ -597,7 +681,7 @@ def score(model_file, data, columns, as_json) -> None:
 @click.argument("model_file", metavar="MODEL", type=click.Path(dir_okay=False))
 @click.option("-n", "--n-samples", "n", type=click.IntRange(min=1), required=True,
               help="Rows to draw (>= 1).")  # fmt: skip
-@click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
+@click.option("--seed", type=_SEED, default=0, show_default=True, help="Random seed.")
 @click.option(
     "-o",
     "--output",
@@ -615,6 +699,7 @@ def sample(model_file, n, seed, output, as_json) -> None:
     """
     from gaussmix._io import write_csv
 
+    _require_output(output)
     model = _load_model(model_file)
     model.set_params(random_state=seed)
     X, labels = model.sample(n)
@@ -625,6 +710,45 @@ def sample(model_file, n, seed, output, as_json) -> None:
         _emit_json({"columns": [*names, "component"], "X": X, "component": labels})
         return
     write_csv(output, [*names, "component"], [X.astype(np.float64), labels.astype(np.int64)])
+
+
+@main.command(context_settings=_CONTEXT)
+@click.argument("model_file", metavar="MODEL", type=click.Path(dir_okay=False))
+@click.argument("data", type=click.Path(dir_okay=False))
+@click.option("--method", type=click.Choice(["mean", "sample"]), default="mean",
+              show_default=True,
+              help="Conditional mean given the row's observed values, or a draw (multiple "
+              "imputation).")  # fmt: skip
+@click.option("--seed", type=_SEED, default=0, show_default=True,
+              help="Random seed of --method sample.")  # fmt: skip
+@_columns_option
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="CSV file to write (default: stdout).",
+)
+def impute(model_file, data, method, seed, columns, output) -> None:
+    """Fill the missing values of DATA (empty or NA cells) under MODEL.
+
+    Writes DATA's columns as CSV, observed values unchanged.
+
+    \b
+    Example:
+      gaussmix fit survey.csv -k 3 -o survey.gmm
+      gaussmix impute survey.gmm survey.csv -o survey_filled.csv
+    """
+    from gaussmix._io import write_csv
+
+    _require_input(data)
+    _require_output(output)
+    model = _load_model(model_file)
+    table = _read_for_model(data, columns, model)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="X does not have valid feature names")
+        filled = model.impute(table.X, method=method, random_state=seed)
+    write_csv(output, list(table.columns), [filled.astype(np.float64)])
 
 
 @main.command(context_settings=_CONTEXT)
@@ -642,7 +766,8 @@ def sample(model_file, n, seed, output, as_json) -> None:
 @click.option("--max-iter", type=click.IntRange(min=1), default=100, show_default=True)
 @click.option("--tol", type=click.FloatRange(min=0), default=1e-3, show_default=True)
 @click.option("--reg-covar", type=click.FloatRange(min=0), default=1e-6, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True, help="Random seed of every cell.")
+@click.option("--seed", type=_SEED, default=0, show_default=True,
+              help="Random seed of every cell.")  # fmt: skip
 @click.option(
     "--n-jobs",
     type=int,
@@ -671,12 +796,14 @@ def select(data, k_min, k_max, covariance_type, criterion, n_init, max_iter, tol
       gaussmix select faithful.csv --k-max 6 -o best.gmm
       gaussmix select iris.csv --columns a,b,c,d --criterion icl --json
     """
-    from gaussmix.selection import select as run_select
-
     if k_max < k_min:
         raise CliError(f"--k-max ({k_max}) is smaller than --k-min ({k_min})")
+    _require_input(data)
+    _require_output(output)
     table = _read(data, columns)
     _check_k(k_max, table.X.shape[0], data)
+    from gaussmix.selection import select as run_select
+
     n_types = 4 if covariance_type == "all" else 1
     grid = _GridProgress(_progress_enabled(quiet), "select", (k_max - k_min + 1) * n_types)
     with grid:
@@ -809,7 +936,7 @@ def info(model_file, data, columns, as_json) -> None:
               help="Initialisations per grid cell (the best is kept).")  # fmt: skip
 @click.option("--tol", type=click.FloatRange(min=0), default=1e-3, show_default=True,
               help="EM convergence threshold of the grid's fits.")  # fmt: skip
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=_SEED, default=0, show_default=True)
 @click.option("--n-jobs", type=int, default=None, help="Worker processes for the grid.")
 @click.option("--title", default=None, help="Page title.")
 @click.option(
@@ -834,6 +961,8 @@ def report(data, model_file, output, png_dir, k_min, k_max, covariance_type, n_i
       gaussmix report faithful.csv faithful.gmm -o report.html
       gaussmix report iris.csv --k-max 5 -o iris.html --png figures/
     """
+    _require_input(data)
+    _require_output(output)
     from gaussmix.report import build_section, write_html, write_png
     from gaussmix.selection import select as run_select
 
@@ -899,7 +1028,8 @@ def _parse_features(text: str | None, names: list[str]) -> list[int] | None:
     "--output-dir",
     type=click.Path(file_okay=False),
     default=None,
-    help="Folder for report.html [default: gaussmix-demo in the temp folder].",
+    help="Folder for report.html and the data [default: a new private folder in the temp "
+    "folder].",
 )
 @click.option("--n-jobs", type=int, default=None, help="Worker processes for the grids.")
 @_json_option
@@ -918,7 +1048,8 @@ def demo(output_dir, n_jobs, as_json, quiet) -> None:
     """
     from gaussmix.demo import TRUE_MIXTURE, run_demo
 
-    out = Path(output_dir) if output_dir else Path(tempfile.gettempdir()) / "gaussmix-demo"
+    # never a fixed, shared path: another user could plant a link there
+    out = Path(output_dir) if output_dir else Path(tempfile.mkdtemp(prefix="gaussmix-demo-"))
     grid = _GridProgress(_progress_enabled(quiet), "demo: BIC grids")
     with grid:
         result = run_demo(out, n_jobs=n_jobs, on_cell=grid.on_cell)

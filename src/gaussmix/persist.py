@@ -19,8 +19,6 @@ from typing import IO, Any
 
 import numpy as np
 
-from gaussmix._covariance import get_model
-
 __all__ = ["FORMAT_VERSION", "load", "save"]
 
 FORMAT = "gaussmix-model"
@@ -313,6 +311,9 @@ def load(file: str | os.PathLike | IO[bytes]):
             params = meta.get("params")
             if not isinstance(params, dict):
                 raise ValueError("no hyper-parameters")
+            # SciPy (through the covariance models) only once the file looks like a model
+            from gaussmix._covariance import get_model
+
             model = get_model(params.get("covariance_type"))
             expected = _expected_shapes(meta, model)
             if meta.get("dtype") not in ("float32", "float64"):
