@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import math
 import os
 import warnings
@@ -268,3 +269,52 @@ def test_select_keeps_dataframe_names_and_icl_does_not_warn(blobs):
         assert best.bic(frame) == pytest.approx(result.best_row.bic, rel=1e-12)
         gm = GaussianMixture(3, random_state=0).fit(frame)
         assert gm.icl(frame) >= gm.bic(frame)
+
+
+# ------------------------------------------------------------------------------ command line
+def _cli(*args):
+    from click.testing import CliRunner
+
+    from gaussmix.cli import main
+
+    result = CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+    return result.exit_code, result.stdout, result.stderr
+
+
+def test_cli_reads_a_file_the_same_streamed_or_in_memory(tmp_path, blobs):
+    # what once depended on the file's size (streaming above 1 GiB): BOM, leading blank lines,
+    # a quoted name with a comma, a text column left out with --columns, NA cells, .txt
+    rows = [f"{a:.17g},{b:.17g},label,{c:.17g}" for a, b, c in blobs]
+    rows[5] = rows[5].replace(rows[5].split(",")[1], "NA", 1)
+    path = tmp_path / "d.txt"
+    path.write_bytes(b'\xef\xbb\xbf\n\n"a,1",b,kind,c\n' + "\n".join(rows).encode())
+    models = {}
+    for mode in ("--stream", "--no-stream"):
+        out = tmp_path / f"{mode}.gmm"
+        code, stdout, stderr = _cli("fit", path, "-k", "3", "--columns", "c,0,b", mode,
+                                    "--json", "-q", "-o", out)  # fmt: skip
+        assert code == 0, stderr
+        models[mode] = (json.loads(stdout), gaussmix_load(out))
+    (s_sum, s_model), (m_sum, m_model) = models["--stream"], models["--no-stream"]
+    assert s_sum["engine"] == "stream" and m_sum["engine"] == "auto"
+    assert list(s_model.feature_names_in_) == list(m_model.feature_names_in_) == ["c", "a,1", "b"]
+    np.testing.assert_allclose(s_model.means_, m_model.means_, rtol=1e-9, atol=1e-9)
+    assert s_sum["n_samples"] == m_sum["n_samples"] == 600
+    assert s_sum["log_likelihood"] == pytest.approx(m_sum["log_likelihood"], rel=1e-9)
+
+
+@pytest.mark.parametrize("where", ["fifo", "device"])
+def test_cli_refuses_non_regular_files(tmp_path, where):
+    path = "/dev/zero" if where == "device" else tmp_path / "f.csv"
+    if where == "fifo":
+        os.mkfifo(path)
+    for stream in ("--stream", "--no-stream"):
+        code, _, stderr = _cli("fit", path, "-k", "2", stream, "-o", tmp_path / "m.gmm")
+        assert code != 0 and "not a regular file" in stderr and "Traceback" not in stderr
+        assert not (tmp_path / "m.gmm").exists()
+
+
+def gaussmix_load(path):
+    from gaussmix.persist import load
+
+    return load(path)

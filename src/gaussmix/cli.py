@@ -353,11 +353,11 @@ def _require_output(path: str | None) -> None:
         raise CliError(f"{path}: the file is read-only; not replacing it")
 
 
-def _read(path: str, columns: str | None):
+def _read(path: str, columns: str | None, allow_nan: bool = True):
     from gaussmix._io import parse_columns, read_table
 
     # empty and NA cells are missing values, as the streamed fit and the estimator take them
-    return read_table(path, parse_columns(columns), allow_nan=True)
+    return read_table(path, parse_columns(columns), allow_nan=allow_nan)
 
 
 def _load_model(path: str):
@@ -371,7 +371,7 @@ def _load_model(path: str):
     return load(p)
 
 
-def _read_for_model(path: str, columns: str | None, model):
+def _read_for_model(path: str, columns: str | None, model, allow_nan: bool = True):
     """Data columns for a fitted model: --columns, else the model's feature names when the file
     has them, else all columns; the count must match the model's."""
     from gaussmix._io import column_names, parse_columns, read_table
@@ -390,7 +390,7 @@ def _read_for_model(path: str, columns: str | None, model):
                     "--columns"
                 )
             wanted = fitted
-    table = read_table(path, wanted, allow_nan=True)
+    table = read_table(path, wanted, allow_nan=allow_nan)
     expected = int(model.n_features_in_)
     if table.X.shape[1] != expected:
         fitted_on = f" ({', '.join(str(n) for n in fitted)})" if fitted is not None else ""
@@ -969,7 +969,12 @@ def report(data, model_file, output, png_dir, k_min, k_max, covariance_type, n_i
     if k_max < k_min:
         raise CliError(f"--k-max ({k_max}) is smaller than --k-min ({k_min})")
     model = _load_model(model_file) if model_file else None
-    table = _read_for_model(data, columns, model) if model is not None else _read(data, columns)
+    # the plots need every value: a missing one is named (column, line) rather than plotted
+    table = (
+        _read_for_model(data, columns, model, allow_nan=False)
+        if model is not None
+        else _read(data, columns, allow_nan=False)
+    )
     shown_features = _parse_features(features, table.columns)
     n = table.X.shape[0]
     k_max_grid = min(k_max, n)
