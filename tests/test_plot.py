@@ -251,3 +251,27 @@ def test_names_features_and_bad_arguments(model3, data3):
         plot.density(named, df, features=["nope"], ax=_ax())
     with pytest.raises(ValueError, match="mass must be in"):
         plot.ellipses(model3, mass=1.5, ax=_ax())
+
+
+def _readme_block(section: str) -> str:
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    body = text[text.index(f"## {section}\n"):]
+    body = body[: body.index("\n## ", 1)]
+    return body[body.index("```python\n") + 10 : body.index("```", body.index("```python\n") + 10)]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("section", ["Conditioning and regression", "Plotting from Python"])
+def test_readme_examples_run(section, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "docs").mkdir()
+    exec(compile(_readme_block(section), f"README: {section}", "exec"), {})
+    out = capsys.readouterr().out
+    if section == "Conditioning and regression":
+        first = [float(v) for v in out.splitlines()[0].split()]
+        assert first[0] == pytest.approx(first[1], rel=1e-12)  # condition() == predict()
+        assert mpimg.imread(tmp_path / "docs" / "regression.png")[..., :3].std() > 0.05
+    else:
+        assert out.startswith("SelectionResult(BIC over K=1..9")
