@@ -1,9 +1,11 @@
 """The visual report: figures of a fitted mixture, as one self-contained HTML page or PNG files.
 
-Figures (matplotlib, drawn without pyplot so no display or global state is involved):
+Figures, drawn by the functions of :mod:`gaussmix.plot` (one code path for notebooks and the
+report) on figures made without pyplot, so no display or global state is involved:
 
 - ``classification``: the data coloured by most probable component, with each component's
-  covariance ellipse (95 % probability contour) and mean; a pairs plot when d > 2.
+  covariance ellipse (95 % probability contour) and mean; a pairs plot when d > 2 (of the five
+  most separating features when d > 5, or the ``features`` chosen).
 - ``density``: contours of the mixture's (marginal) log-density over the data.
 - ``uncertainty``: each point's classification uncertainty ``1 - max_k p(z=k | x)``.
 - ``criteria``: BIC and ICL against K, one curve per covariance type (needs a selection grid).
