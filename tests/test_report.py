@@ -275,6 +275,20 @@ def test_report_in_headless_chromium(section_2d, tmp_path):
     assert pixels.std() > 0.05 and non_white > 0.03, (pixels.std(), non_white)
 
 
+def test_dollar_signs_in_column_names_are_plain_text(tmp_path):
+    # two "$" in a label made matplotlib parse it as mathtext: "^{" is a parse error
+    pd = pytest.importorskip("pandas")
+    X, _ = _model(2).sample(300)
+    names = ["gain $^{$", "cost in $ and $"]
+    df = pd.DataFrame(X, columns=names)
+    model = GaussianMixture(3, random_state=0).fit(df)
+    section = build_section(X, model, feature_names=names, title="money")
+    written = write_png([section], tmp_path)
+    assert len(written) == len(section.figures)
+    labels = {ax.get_xlabel() for fig in section.figures.values() for ax in fig.axes}
+    assert names[0] in labels
+
+
 # --------------------------------------------------------------------- features and CLI options
 def _seven_features():
     means = np.zeros((2, 7))

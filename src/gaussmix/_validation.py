@@ -7,7 +7,13 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = ["MAX_ABS", "check_sample_weight", "check_scale", "normalise_sample_weight"]
+__all__ = [
+    "MAX_ABS",
+    "check_factors_fit",
+    "check_sample_weight",
+    "check_scale",
+    "normalise_sample_weight",
+]
 
 
 def check_sample_weight(sample_weight: Any, n_samples: int, *, what: str = "X") -> NDArray | None:
@@ -108,3 +114,34 @@ def normalise_sample_weight(sample_weight: NDArray) -> NDArray:
     """
     w = sample_weight / np.max(sample_weight)
     return w * (w.shape[0] / w.sum())
+
+
+def check_factors_fit(factors: NDArray, dtype: Any) -> None:
+    """Refuse precision factors whose Mahalanobis terms would overflow the working precision.
+
+    A variance of 1e-300 is positive in float64 (the M-step's precision), but its factor
+    1e150 is infinite in float32, and squared it overflows float64 as well: the component has
+    collapsed for the arithmetic that evaluates it, and is reported as such rather than as a
+    non-finite log-likelihood.
+
+    Parameters
+    ----------
+    factors : ndarray of shape (n_components, ...)
+        Per-component precision factors (``CovarianceModel.component_factors``).
+    dtype : float32 or float64
+        Precision of the E-step arithmetic.
+
+    Raises
+    ------
+    CollapsedComponentError
+        Naming the first component whose largest factor entry reaches the square root of the
+        largest ``dtype`` number (variances below about 3e-39 in float32, 6e-309 in float64).
+    """
+    from gaussmix._covariance import CollapsedComponentError
+
+    limit = np.sqrt(np.finfo(dtype).max)
+    largest = np.abs(factors).reshape(factors.shape[0], -1).max(axis=1)
+    bad = np.flatnonzero(~(largest < limit))
+    if bad.size:
+        # reg_covar = 1e-6 (the default) keeps every factor below 1e3
+        raise CollapsedComponentError(int(bad[0]), None, 1e-6)

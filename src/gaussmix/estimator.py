@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import numbers
 import os
 import time
@@ -69,8 +70,9 @@ def _may_overflow(params: MixtureParams, X: NDArray) -> bool:
         return False
     d = X.shape[1]
     reach = max(float(np.max(X)), -float(np.min(X))) + float(np.max(np.abs(params.means)))
-    bound = np.sqrt(d) * reach * d * float(np.max(np.abs(params.precisions_cholesky)))
-    return not bound**2 < np.finfo(X.dtype).max / 16
+    # Python floats: inf on overflow, no warning
+    bound = math.sqrt(d) * reach * d * float(np.max(np.abs(params.precisions_cholesky)))
+    return not bound < math.sqrt(float(np.finfo(X.dtype).max) / 16)
 
 
 def _check_representable(params: MixtureParams, X: NDArray) -> None:
@@ -676,9 +678,12 @@ class GaussianMixture(DistributionMixin, DensityMixin, BaseEstimator):
             return getattr(_mixture, op)(params, X)
         if _may_overflow(params, X):
             # the compiled kernels use fast-math (inf -> NaN): rows this far from the model
-            # take the numpy code, and rows it cannot represent are refused, on every path
-            _check_representable(params, X)
-        elif resolve_engine(self.engine, X) == "cpu":
+            # take the numpy code, and rows it cannot represent are refused, on every path;
+            # a single component's distance may overflow (its probability is then 0)
+            with np.errstate(over="ignore"):
+                _check_representable(params, X)
+                return getattr(_mixture, op)(params, X)
+        if resolve_engine(self.engine, X) == "cpu":
             out = engine_module("cpu").row_op(params, X, op)
             if out is not None:
                 return out

@@ -50,7 +50,7 @@ from gaussmix._gaussian import LOG_2PI
 from gaussmix._missing import split_missing
 from gaussmix._params import MixtureParams
 from gaussmix._stats import SuffStats, e_step_chunk
-from gaussmix._validation import check_sample_weight
+from gaussmix._validation import check_factors_fit, check_sample_weight
 
 __all__ = ["MIN_ROWS", "CpuExecutor", "default_threads", "row_op"]
 
@@ -288,11 +288,12 @@ class CpuExecutor:
     def _groups(self, n_components: int, full: bool) -> tuple[int, int]:
         """``(group_rows, n_groups)``: a partition fixed by the data shape, not by threads."""
         n, d = self.n_samples, self.n_features
+        slot = n_components * (d * d if full else d) + n_components * (d + 1) + 1
+        max_groups = max(1, min(_MAX_GROUPS, _SLOT_ELEMENTS // slot))
         if self.chunk_size is not None:
-            rows = self.chunk_size
+            # at least n / max_groups: chunk_size=1 made N per-group slots (N·K·d² floats)
+            rows = max(self.chunk_size, -(-n // max_groups))
         else:
-            slot = n_components * (d * d if full else d) + n_components * (d + 1) + 1
-            max_groups = max(1, min(_MAX_GROUPS, _SLOT_ELEMENTS // slot))
             rows = max(1024, -(-n // max_groups))
         rows = min(rows, n)
         return rows, -(-n // rows)
@@ -322,6 +323,9 @@ class CpuExecutor:
             )
         shift = params.means if shift is None else np.asarray(shift, dtype=np.float64)
         K, d = params.means.shape
+        # a collapse in float32 is named, not NaN from fast-math or a non-finite log-likelihood
+        factors = params.model.component_factors(params.precisions_cholesky, K, d)
+        check_factors_fit(factors, self.dtype)
         if self.n_samples < MIN_ROWS:
             stats = e_step_chunk(self.X, self.sample_weight, params, shift)
             return self._add_missing(stats, params)

@@ -8,6 +8,7 @@ from numpy.typing import NDArray
 
 from gaussmix._params import MixtureParams
 from gaussmix._stats import SuffStats, e_step_chunk
+from gaussmix._validation import check_factors_fit
 
 __all__ = ["NumpyExecutor", "default_chunk_size"]
 
@@ -64,6 +65,11 @@ class NumpyExecutor:
     def e_step(self, params: MixtureParams, *, shift: NDArray | None = None) -> SuffStats:
         """Summed statistics of all chunks under ``params``."""
         shift = params.means if shift is None else shift
+        K, d = params.means.shape
+        # a float32 collapse (factor beyond float32) is named, not a non-finite log-likelihood
+        check_factors_fit(
+            params.model.component_factors(params.precisions_cholesky, K, d), self.dtype
+        )
         return sum(
             e_step_chunk(Xc, wc, params, shift) for Xc, wc in self.chunks(params.n_components)
         )
