@@ -187,3 +187,28 @@ def test_float32_collapse_is_a_collapsed_component_error(engine, n, covariance_t
         warnings.simplefilter("ignore", ConvergenceWarning)
         with pytest.raises(CollapsedComponentError, match="component .*increase reg_covar"):
             gm.fit(X)
+
+
+# --------------------------------------------------------------------- the command line
+@pytest.mark.parametrize("value", [1e155, 1e110])
+def test_cli_refuses_rows_it_cannot_evaluate(tmp_path, value):
+    # 1e155: beyond the data limit; 1e110: within it, but 1e160 standard deviations from the
+    # narrow model. `score --json` used to fail on -inf, `predict --proba` to write nan, exit 0
+    from click.testing import CliRunner
+
+    from gaussmix.cli import main
+
+    model = tmp_path / "m.npz"
+    _narrow_model().save(model)
+    data = tmp_path / "far.csv"
+    data.write_text("a,b\n0,0\n" + f"{value!r},{value!r}\n" * 3)
+    out = tmp_path / "p.csv"
+    runner = CliRunner()
+    for args in (["score", model, data, "--json"], ["predict", model, data, "--proba", "-o", out]):
+        result = runner.invoke(main, [str(a) for a in args])
+        assert result.exit_code not in (0, None), result.output
+        assert "Traceback" not in result.output
+        assert "nan" not in result.stdout.lower() and "inf" not in result.stdout.lower()
+        assert "error" in result.stderr
+        assert ("beyond the 1e" if value > 1e150 else "too far") in result.stderr
+    assert not out.exists()
