@@ -455,7 +455,9 @@ def focus_limits(selection, criterion: str) -> tuple[float, float] | None:
     return lo - pad, top
 
 
-def criteria(selection, criterion: str = "bic", *, ax=None, focus: bool = True):
+def criteria(
+    selection, criterion: str = "bic", *, ax=None, focus: bool = True, legend: bool = True
+):
     """A criterion against K, one curve per covariance type, the selected model starred.
 
     Parameters
@@ -467,6 +469,8 @@ def criteria(selection, criterion: str = "bic", *, ax=None, focus: bool = True):
     focus : bool, default=True
         Limit the y-axis to the range where the choice is made (:func:`focus_limits`)
         rather than stretch it over the worst curve.
+    legend : bool, default=True
+        Label the curves.
 
     Returns
     -------
@@ -491,6 +495,8 @@ def criteria(selection, criterion: str = "bic", *, ax=None, focus: bool = True):
         limits = focus_limits(selection, criterion)
         if limits is not None:
             ax.set_ylim(*limits)
+    if legend:
+        ax.legend(fontsize=8)
     return ax
 
 

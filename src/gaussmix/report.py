@@ -164,12 +164,11 @@ def _criteria(selection, model: GaussianMixture) -> tuple[Any, dict]:
     out: dict[str, Any] = {"k": ks, "covariance_types": types, "criterion": selection.criterion}
     best = selection.best_row
     for ax, crit in zip(grid[0], ("bic", "icl"), strict=True):
-        plot.criteria(selection, crit, ax=ax)
+        plot.criteria(selection, crit, ax=ax, legend=crit == "bic")
         table = selection.values(crit)
         out[crit] = {t: [None if not np.isfinite(v) else float(v) for v in table[:, c]]
                      for c, t in enumerate(types)}  # fmt: skip
         out[f"{crit}_ylim"] = [float(v) for v in ax.get_ylim()]
-    grid[0][0].legend(fontsize=8)
     out["selected"] = {"n_components": best.n_components, "covariance_type": best.covariance_type}
     out["shown_model"] = {"n_components": int(model.means_.shape[0]),
                           "covariance_type": model.covariance_type}  # fmt: skip
