@@ -106,7 +106,7 @@ def _check_finite(X: NDArray, columns: list[str], path: Path, allow_nan: bool) -
 
 
 def _exclude_hint() -> str:
-    return "choose numeric columns (--columns on the command line)"
+    return "choose numeric columns with --columns"
 
 
 # --------------------------------------------------------------------------- .npy

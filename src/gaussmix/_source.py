@@ -526,7 +526,7 @@ def _python_blocks(source, start_byte, stop_byte, columns, chunk_rows, allow_nan
                         raise DataError(
                             f"{path}: column {names[c]!r} is not numeric (line "
                             f"{line_of(reader.line_num)}: {fields[c]!r}); choose numeric "
-                            f"columns (--columns on the command line)"
+                            f"columns with --columns"
                         )
                     if not math.isfinite(value) and not (allow_nan and math.isnan(value)):
                         what = "a missing" if math.isnan(value) else "an infinite"
