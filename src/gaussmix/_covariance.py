@@ -585,13 +585,13 @@ class VEI(_DiagonalMclust):
         d = W.shape[1]
         # fixed point of Celeux & Govaert (1995): B ∝ Σ W_k / λ_k, λ_k = tr(W_k B⁻¹) / (d n_k)
         lam = np.ones(len(nk)) if previous is None else _geo_mean(previous)
+        stall = [np.inf]
         for _ in range(INNER_MAX_ITER):
             B = (W / lam[:, None]).sum(axis=0)
             B = B / _geo_mean(B)
             new = (W / B).sum(axis=1) / (d * nk)
-            done = np.max(np.abs(new - lam) / np.maximum(new, np.finfo(float).tiny)) <= INNER_TOL
-            lam = new
-            if done or not np.all(np.isfinite(lam)):
+            lam, done = _fixed_point_step(lam, new, stall)
+            if done:
                 break
         return lam[:, None] * B
 
@@ -654,6 +654,7 @@ class VEE(_GeneralMclust):
     def _covariances(self, nk, W, previous):
         d = W.shape[1]
         lam = np.ones(len(nk)) if previous is None else _volumes(previous)
+        stall = [np.inf]
         for _ in range(INNER_MAX_ITER):
             C = np.tensordot(1.0 / lam, W, axes=1)
             C = C / np.linalg.det(C) ** (1.0 / d)
@@ -662,8 +663,7 @@ class VEE(_GeneralMclust):
             C_inv = linalg.cho_solve((linalg.cholesky(C, lower=True), True), np.eye(d))
             tr = np.einsum("kij,ij->k", W, C_inv)
             new = tr / (d * nk)
-            done = np.max(np.abs(new - lam) / np.maximum(new, np.finfo(float).tiny)) <= INNER_TOL
-            lam = new
+            lam, done = _fixed_point_step(lam, new, stall)
             if done:
                 break
         return lam[:, None, None] * C
@@ -719,14 +719,14 @@ class VEV(_GeneralMclust):
         d = W.shape[1]
         omega, D = _sorted_eigh(W)
         lam = np.ones(len(nk)) if previous is None else _volumes(previous)
+        stall = [np.inf]
         for _ in range(INNER_MAX_ITER):
             A = (omega / lam[:, None]).sum(axis=0)
             A = A / _geo_mean(A)
             with np.errstate(divide="ignore", invalid="ignore"):
                 new = (omega / A).sum(axis=1) / (d * nk)
-            done = np.max(np.abs(new - lam) / np.maximum(new, np.finfo(float).tiny)) <= INNER_TOL
-            lam = new
-            if done or not np.all(np.isfinite(lam)):
+            lam, done = _fixed_point_step(lam, new, stall)
+            if done:
                 break
         return np.einsum("kij,kj,klj->kil", D, lam[:, None] * A, D)
 
@@ -755,6 +755,18 @@ class VVV(_GeneralMclust):
         return W / nk[:, None, None]
 
 
+def _fixed_point_step(lam: NDArray, new: NDArray, stall: list[float]) -> tuple[NDArray, bool]:
+    """Accept a fixed-point update; done at ``INNER_TOL`` relative change, at the rounding
+    floor (the change stopped shrinking: linear convergence has reached the last digits), or
+    on a non-finite value (a singular component, reported by the caller's factorisation)."""
+    if not np.all(np.isfinite(new)):
+        return new, True
+    change = float(np.max(np.abs(new - lam) / np.maximum(np.abs(new), np.finfo(float).tiny)))
+    floor = change < 1e-13 and change >= stall[0]
+    stall[0] = change
+    return new, change <= INNER_TOL or floor
+
+
 def _pd(matrix: NDArray) -> bool:
     return bool(np.all(np.isfinite(matrix))) and np.linalg.eigvalsh(matrix)[0] > 0
 
@@ -778,7 +790,7 @@ def _mm_orientation(
     tangent plane, a linear function of ``D`` whose minimiser over orthogonal matrices is
     given by one SVD; each step cannot increase the objective. Shapes are then the normalised
     diagonals of ``Dᵀ W_k D``. Starts from ``previous`` (the last EM iteration's
-    covariances) or, with none, from ``D = I`` and ``A_k = I`` as mclust does.
+    covariances) or, with none, from the axes of the components' scatter.
 
     Returns
     -------
@@ -789,41 +801,26 @@ def _mm_orientation(
         ``Σ_k tr(Dᵀ W_k D A_k⁻¹)`` at the returned ``D`` and determinant-one shapes.
     """
     K, d, _ = W.shape
-    if previous is None or not np.all(np.isfinite(previous)):
-        D = np.eye(d)
-        A = np.ones((K, d))
-    else:
-        D = _common_eigenvectors(previous)
-        A = np.einsum("ji,kjl,li->ki", D, previous, D)
+    # a cold start from the pooled covariance's axes (mclust starts from D = I): on data with
+    # a common orientation they are nearly the answer, and the slow MM needs far fewer steps
+    start = previous if previous is not None and np.all(np.isfinite(previous)) else None
+    if start is None:
+        start = W / nk[:, None, None]
+    D = _common_eigenvectors(start)
+    A = np.einsum("ji,kjl,li->ki", D, start, D)
+    with np.errstate(divide="ignore", invalid="ignore"):
         A = A / _geo_mean(A)[:, None]
+    if not (np.all(np.isfinite(A)) and np.all(A > 0)):
+        D, A = np.eye(d), np.ones((K, d))
     omega = np.linalg.eigvalsh(W)[:, -1]
-    previous_target = np.inf
-    target = np.inf
-    for _ in range(INNER_MAX_ITER):
-        # MM 1: W_k - ω_k I is negative semi-definite
-        F = np.einsum("kij,jl,kl->il", W, D, 1.0 / A) - np.einsum("k,ij,kj->ij", omega, D, 1.0 / A)
-        P, _, Rt = np.linalg.svd(F)
-        D = P @ Rt
-        # MM 2: A_k⁻¹ - α_k I is negative semi-definite, α_k = max 1/a_k
-        alpha = np.max(1.0 / A, axis=1)
-        WD = np.einsum("kij,jl->kil", W, D)
-        F = np.einsum("kil,kl->il", WD, 1.0 / A) - np.einsum("k,kil->il", alpha, WD)
-        P, _, Rt = np.linalg.svd(F)
-        D = P @ Rt
-        diag = np.einsum("ji,kjl,li->ki", D, W, D)
-        if variable_volume:
-            diag = diag / nk[:, None]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            A = diag / _geo_mean(diag)[:, None]
-        if not np.all(np.isfinite(A)) or np.min(A) <= 0:
-            return D, np.full((K, d), np.nan), np.nan
-        target = float(np.sum(np.einsum("ji,kjl,li->ki", D, W, D) / A))
-        change = abs(target - previous_target) / (1.0 + abs(target))
-        previous_target = target
-        if change <= INNER_TOL:
-            break
-    if variable_volume:
-        return D, diag, target
+    from gaussmix._mm_kernel import mm_orientation_loop
+
+    D, A, target, ok = mm_orientation_loop(
+        np.ascontiguousarray(W), np.asarray(nk, dtype=np.float64), np.ascontiguousarray(D),
+        np.ascontiguousarray(A), omega, variable_volume, INNER_TOL, INNER_MAX_ITER,
+    )  # fmt: skip
+    if not ok:
+        return D, np.full((K, d), np.nan), np.nan
     return D, A, target
 
 

@@ -1,0 +1,296 @@
+"""mclust's 14 covariance models: conformance of every executor, constraints, parameter counts.
+
+The golden values from R's mclust itself are checked in ``test_mclust_oracle.py``.
+"""
+
+import warnings
+
+import numpy as np
+import pytest
+from sklearn.exceptions import ConvergenceWarning
+
+from gaussmix import GaussianMixture
+from gaussmix._covariance import (
+    COVARIANCE_MODELS,
+    MCLUST_MODELS,
+    SKLEARN_EQUIVALENT,
+    CollapsedComponentError,
+    get_model,
+)
+from gaussmix._params import MixtureParams
+from gaussmix._stats import SuffStats, e_step_chunk, m_step
+from gaussmix.backends import make_executor
+
+ALL = sorted(COVARIANCE_MODELS)
+RTOL = 1e-10
+
+
+@pytest.fixture(scope="module")
+def mixture_data():
+    rng = np.random.RandomState(0)
+    centres = np.array([[0.0, 0.0, 0.0], [5.0, 4.0, 0.0], [0.0, 5.0, 6.0]])
+    z = rng.randint(0, 3, 2500)
+    A = rng.standard_normal((3, 3))
+    X = centres[z] + rng.standard_normal((2500, 3)) @ (0.5 * np.eye(3) + 0.3 * A)
+    w = rng.randint(0, 4, 2500).astype(float)
+    return X, w
+
+
+def _params(X, model, K=3, seed=1):
+    """Parameters of ``model`` from an M-step on random soft responsibilities."""
+    rng = np.random.RandomState(seed)
+    r = rng.dirichlet(np.ones(K), size=X.shape[0])
+    shift = np.zeros((K, X.shape[1]))
+    stats = SuffStats.zeros(shift, get_model(model).moment)
+    from gaussmix._stats import accumulate
+
+    nk, sx, sxx = accumulate(X, r, shift, get_model(model).moment)
+    stats = SuffStats(shift, nk, sx, sxx, 0.0, float(X.shape[0]), X.shape[0])
+    return m_step(stats, get_model(model), 1e-6)
+
+
+def _executor(engine, X, w, tmp_path):
+    if engine == "stream":
+        path = tmp_path / "X.npy"
+        np.save(path, X)
+        return make_executor("stream", str(path), w, chunk_size=700)
+    if engine == "dask":
+        da = pytest.importorskip("dask.array")
+        return make_executor("dask", da.from_array(X, chunks=(600, X.shape[1])), w)
+    if engine == "torch":
+        pytest.importorskip("torch")
+        return make_executor("torch", X, w, device="cpu")
+    return make_executor(engine, X, w)
+
+
+def _close(a, b, rtol=RTOL):
+    scale = max(1.0, float(np.max(np.abs(b))))
+    np.testing.assert_allclose(a, b, rtol=0, atol=rtol * scale)
+
+
+@pytest.mark.parametrize("engine", ["numpy", "cpu", "stream", "dask", "torch"])
+def test_every_executor_runs_every_model(engine, mixture_data, tmp_path):
+    """One E-step per model on each executor equals the numpy reference kernel (1e-10)."""
+    X, w = mixture_data
+    ex = _executor(engine, X, w, tmp_path)
+    for name in ALL:
+        params = _params(X, name)
+        ref = e_step_chunk(X, w, params, params.means)
+        got = ex.e_step(params)
+        assert got.sxx.shape == ref.sxx.shape, name
+        _close(got.nk, ref.nk)
+        _close(got.sx, ref.sx)
+        _close(got.sxx, ref.sxx)
+        assert got.log_likelihood == pytest.approx(ref.log_likelihood, rel=1e-11), name
+
+
+@pytest.mark.parametrize("engine", ["cpu", "torch"])
+def test_blas_width_every_full_moment_model(engine, tmp_path):
+    """Wide data (the cpu engine's BLAS path) for the models with full moments."""
+    rng = np.random.RandomState(3)
+    X = rng.standard_normal((1500, 30)) + np.repeat(np.arange(3), 500)[:, None]
+    ex = _executor(engine, X, None, tmp_path)
+    vvv = _params(X, "VVV", seed=4)
+    for name in ALL:
+        model = get_model(name)
+        if model.moment != "full":
+            continue
+        # the E-step does not look at the constraint: VVV's matrices in the model's storage
+        cov = vvv.covariances
+        if model.shared_factor:
+            cov = cov[0] if model.shape(3, 30) == (30, 30) else np.broadcast_to(cov[0], cov.shape)
+        params = MixtureParams.from_covariances(vvv.weights, vvv.means, cov, model)
+        ref = e_step_chunk(X, None, params, params.means)
+        got = ex.e_step(params)
+        _close(got.sxx, ref.sxx)
+        assert got.log_likelihood == pytest.approx(ref.log_likelihood, rel=1e-11), name
+
+
+@pytest.mark.parametrize("model", MCLUST_MODELS)
+def test_fits_agree_across_in_memory_engines(model, mixture_data):
+    """Ten EM iterations from one start: cpu engine = numpy reference (iterative M-steps
+    included: the M-step is shared, so any difference would come from the E-step)."""
+    X, _ = mixture_data
+    start = _params(X, "VVV")
+    kw = dict(
+        n_components=3,
+        covariance_type=model,
+        weights_init=start.weights,
+        means_init=start.means,
+        precisions_init=get_model("full").precisions(start.precisions_cholesky),
+        max_iter=10,
+        tol=0,
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        a = GaussianMixture(engine="numpy", **kw).fit(X)
+        b = GaussianMixture(engine="cpu", **kw).fit(X)
+    _close(b.means_, a.means_, 1e-9)
+    _close(b.covariances_, a.covariances_, 1e-9)
+    assert b.lower_bound_ == pytest.approx(a.lower_bound_, rel=1e-11)
+    # from the second E-step on (the first ran the unconstrained start) EM never decreases
+    assert np.all(np.diff(a.lower_bounds_[1:]) > -1e-10), "EM decreased the log-likelihood"
+
+
+@pytest.mark.parametrize(("sk", "mc"), sorted(SKLEARN_EQUIVALENT.items()))
+def test_sklearn_names_equal_their_mclust_model(sk, mc, mixture_data):
+    X, w = mixture_data
+    fits = {}
+    for name in (sk, mc):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            fits[name] = GaussianMixture(3, covariance_type=name, random_state=0, max_iter=20).fit(
+                X, sample_weight=w
+            )
+    a, b = fits[sk], fits[mc]
+    K, d = a.means_.shape
+    A = np.stack([get_model(sk).full_matrix(a.covariances_, k, d) for k in range(K)])
+    B = np.stack([get_model(mc).full_matrix(b.covariances_, k, d) for k in range(K)])
+    np.testing.assert_allclose(B, A, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(b.means_, a.means_, rtol=1e-9, atol=1e-12)
+    assert b.bic(X) == pytest.approx(a.bic(X), rel=1e-12)
+    # the scikit-learn names keep their array shapes
+    assert a.covariances_.shape == get_model(sk).shape(K, d)
+
+
+def _constraint_holds(name, vol, shape, orient, atol=1e-7):
+    v, s, o = name
+    if v == "E":
+        np.testing.assert_allclose(vol, vol[0], rtol=1e-9)
+    if s == "E":
+        np.testing.assert_allclose(shape, np.broadcast_to(shape[0], shape.shape), rtol=1e-7)
+    if s == "I":
+        np.testing.assert_allclose(shape, 1.0, rtol=1e-9)
+    if o == "I":
+        np.testing.assert_allclose(orient, np.broadcast_to(np.eye(orient.shape[1]), orient.shape))
+    if o == "E":
+        # one orientation up to column signs
+        for k in range(1, len(orient)):
+            np.testing.assert_allclose(np.abs(orient[k].T @ orient[0]), np.eye(orient.shape[1]),
+                                       atol=atol)  # fmt: skip
+
+
+@pytest.mark.parametrize("model", MCLUST_MODELS)
+def test_constraint_and_decomposition(model, mixture_data):
+    X, _ = mixture_data
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        gm = GaussianMixture(3, covariance_type=model, random_state=0, max_iter=30).fit(X)
+    vol, shape, orient = gm.volumes_, gm.shapes_, gm.orientations_
+    K, d = gm.means_.shape
+    assert vol.shape == (K,) and shape.shape == (K, d) and orient.shape == (K, d, d)
+    np.testing.assert_allclose(np.prod(shape, axis=1), 1.0, rtol=1e-9)
+    # the decomposition rebuilds the covariances
+    cov = np.stack([get_model(model).full_matrix(gm.covariances_, k, d) for k in range(K)])
+    rebuilt = np.einsum("k,kij,kj,klj->kil", vol, orient, shape, orient)
+    np.testing.assert_allclose(rebuilt, cov, rtol=1e-8, atol=1e-12)
+    _constraint_holds(model, vol, shape, orient)
+
+
+# mclust's nMclustParams for the covariance part, written out per model (d features, K comps)
+_COUNTS = {
+    "EII": lambda K, d: 1,
+    "VII": lambda K, d: K,
+    "EEI": lambda K, d: d,
+    "VEI": lambda K, d: K + d - 1,
+    "EVI": lambda K, d: 1 + K * (d - 1),
+    "VVI": lambda K, d: K * d,
+    "EEE": lambda K, d: d * (d + 1) // 2,
+    "VEE": lambda K, d: K + (d - 1) + d * (d - 1) // 2,
+    "EVE": lambda K, d: 1 + K * (d - 1) + d * (d - 1) // 2,
+    "VVE": lambda K, d: K * d + d * (d - 1) // 2,
+    "EEV": lambda K, d: d + K * d * (d - 1) // 2,
+    "VEV": lambda K, d: K + (d - 1) + K * d * (d - 1) // 2,
+    "EVV": lambda K, d: 1 + K * (d * (d + 1) // 2 - 1),
+    "VVV": lambda K, d: K * d * (d + 1) // 2,
+}
+
+
+@pytest.mark.parametrize("model", MCLUST_MODELS)
+@pytest.mark.parametrize(("K", "d"), [(1, 1), (2, 3), (5, 4), (9, 6)])
+def test_parameter_counts(model, K, d):
+    assert get_model(model).n_parameters(K, d) == _COUNTS[model](K, d)
+
+
+@pytest.mark.parametrize("model", MCLUST_MODELS)
+def test_one_dimensional_data(model):
+    """1-D data: every model reduces to mclust's E (equal variance) or V (variable)."""
+    rng = np.random.RandomState(0)
+    X = np.r_[rng.normal(0, 1, 300), rng.normal(6, 2, 300)][:, None]
+    gm = GaussianMixture(2, covariance_type=model, random_state=0, tol=1e-8, max_iter=500).fit(X)
+    var = np.array([get_model(model).full_matrix(gm.covariances_, k, 1)[0, 0] for k in range(2)])
+    ref_type = "tied" if model[0] == "E" else "full"
+    ref = GaussianMixture(2, covariance_type=ref_type, random_state=0, tol=1e-8, max_iter=500)
+    ref.fit(X)
+    ref_var = np.array([get_model(ref_type).full_matrix(ref.covariances_, k, 1)[0, 0]
+                        for k in range(2)])  # fmt: skip
+    order, ref_order = np.argsort(gm.means_[:, 0]), np.argsort(ref.means_[:, 0])
+    np.testing.assert_allclose(var[order], ref_var[ref_order], rtol=1e-5)
+
+
+@pytest.mark.parametrize("model", MCLUST_MODELS)
+def test_collapsed_component_is_named(model):
+    """A component on one point (no regularisation) is singular where its volume is its own;
+    models with an equal volume borrow the other component's and stay finite."""
+    rng = np.random.RandomState(0)
+    X = np.r_[rng.standard_normal((200, 3)), [[50.0, 50.0, 50.0]]]
+    resp = np.zeros((201, 2))
+    resp[:200, 0] = 1
+    resp[200:, 1] = 1
+    from gaussmix._stats import accumulate
+
+    shift = np.zeros((2, 3))
+    nk, sx, sxx = accumulate(X, resp, shift, get_model(model).moment)
+    stats = SuffStats(shift, nk, sx, sxx, 0.0, 201.0, 201)
+    if model[0] == "E":
+        assert np.all(np.isfinite(m_step(stats, get_model(model), 0.0).covariances))
+        return
+    try:
+        params = m_step(stats, get_model(model), 0.0)
+    except CollapsedComponentError as exc:
+        assert exc.component == 1
+    else:
+        # rounding left a positive variance: then it is a vanishing one (selection calls it NA)
+        vol = get_model(model).decompose(params.covariances, 2, 3)[0]
+        assert vol[1] < 1e-9 * vol[0]
+
+
+@pytest.mark.parametrize("model", MCLUST_MODELS)
+def test_full_precisions_init_for_any_model(model, mixture_data):
+    """precisions_init as full (K, d, d) matrices: the first E-step uses them as given."""
+    X, _ = mixture_data
+    start = _params(X, "VVV")
+    prec = get_model("full").precisions(start.precisions_cholesky)
+    gm = GaussianMixture(
+        3, covariance_type=model, weights_init=start.weights, means_init=start.means,
+        precisions_init=prec, max_iter=1, tol=0,
+    )  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        gm.fit(X)
+    ref = e_step_chunk(X, None, start, start.means)
+    assert gm.lower_bound_ == pytest.approx(ref.mean_log_likelihood, rel=1e-12)
+    K, d = gm.means_.shape
+    assert gm.covariances_.shape == get_model(model).shape(K, d)
+
+
+def test_iterative_models_warm_start_matches_cold(mixture_data):
+    """The warm start changes the inner iterations' starting point, not their answer."""
+    X, _ = mixture_data
+    for name in ("VEI", "VEE", "VEV", "EVE", "VVE"):
+        model = get_model(name)
+        params = _params(X, name)
+        stats = e_step_chunk(X, None, params, params.means)
+        cold = m_step(stats, model, 1e-6)
+        warm = m_step(stats, model, 1e-6, params)
+        np.testing.assert_allclose(warm.covariances, cold.covariances, rtol=2e-6, atol=1e-12)
+
+
+def test_mixture_params_accept_every_model():
+    for name in ALL:
+        model = get_model(name)
+        cov = np.ones(model.shape(2, 3)) if model.moment == "diag" else None
+        if cov is None:
+            cov = np.broadcast_to(np.eye(3), model.shape(2, 3)).copy()
+        p = MixtureParams.from_covariances([0.5, 0.5], np.zeros((2, 3)), cov, name)
+        assert p.log_joint(np.zeros((1, 3))).shape == (1, 2)
