@@ -134,9 +134,19 @@ class MissingRows:
         Rows that each contain NaN (complete rows work too, more slowly than the usual
         kernels); NaN marks a missing entry, every other entry must be finite.
     sample_weight : ndarray of shape (n_samples,) or None
+    rows : ndarray of int, optional
+        Take only these rows of ``X`` (and of the weights), copied once, in pattern order.
 
     Attributes
     ----------
+    X_sorted : ndarray of shape (n_rows, n_features), float64
+        The rows, pattern by pattern.
+    w_sorted : ndarray of shape (n_rows,) or None
+        Their weights.
+    patterns : ndarray of bool, shape (n_distinct, n_features)
+        The distinct missing masks.
+    bounds : ndarray of int, shape (n_distinct + 1,)
+        ``X_sorted[bounds[i]:bounds[i+1]]`` are the rows of ``patterns[i]``.
     n_samples : int
         Rows with at least one observed entry (those the E-step uses).
     n_empty : int
@@ -145,29 +155,34 @@ class MissingRows:
         Distinct missingness patterns among the used rows.
     """
 
-    def __init__(self, X: NDArray, sample_weight: NDArray | None = None) -> None:
-        mask = np.isnan(X)
+    def __init__(
+        self, X: NDArray, sample_weight: NDArray | None = None, rows: NDArray | None = None
+    ) -> None:
+        mask = np.isnan(X if rows is None else X[rows])
         order, bounds, patterns = _group(mask)
+        del mask
         self.n_features = X.shape[1]
         self._index = order  # positions in the rows given, pattern by pattern
-        # rows stored sorted by pattern (float64: the arithmetic here is float64)
-        self._X = np.asarray(X, dtype=np.float64)[order]
-        self._w = None if sample_weight is None else np.asarray(sample_weight, np.float64)[order]
-        self._bounds = bounds
-        self._patterns = patterns
+        take = order if rows is None else rows[order]
+        # rows stored sorted by pattern, one copy (float64: the arithmetic here is float64)
+        self.X_sorted = np.asarray(X[take], dtype=np.float64)
+        w = sample_weight
+        self.w_sorted = None if w is None else np.asarray(w, dtype=np.float64)[take]
+        self.bounds = bounds
+        self.patterns = patterns
         empty = patterns.all(axis=1)
         self.n_empty = int(sum(bounds[i + 1] - bounds[i] for i in np.flatnonzero(empty)))
-        self.n_samples = int(X.shape[0]) - self.n_empty
+        self.n_samples = int(order.size) - self.n_empty
         self.n_patterns = int(np.count_nonzero(~empty))
 
     def _blocks(self, n_components: int, skip_empty: bool = True):
         """``(pattern_mask, slice into the sorted rows)`` of at most one block each."""
         size = max(64, _BLOCK_ELEMENTS // max(1, n_components * self.n_features))
-        for i, pattern in enumerate(self._patterns):
+        for i, pattern in enumerate(self.patterns):
             if skip_empty and pattern.all():
                 continue
-            for start in range(self._bounds[i], self._bounds[i + 1], size):
-                yield i, slice(start, min(start + size, self._bounds[i + 1]))
+            for start in range(self.bounds[i], self.bounds[i + 1], size):
+                yield i, slice(start, min(start + size, self.bounds[i + 1]))
 
     def _walk(self, params: MixtureParams, skip_empty: bool = True):
         """``(pattern, block slice, log joint, conditional means)`` for every block."""
@@ -175,8 +190,8 @@ class MissingRows:
         current, pat = -1, None
         for i, block in self._blocks(params.n_components, skip_empty):
             if i != current:
-                current, pat = i, _pattern(params, full, self._patterns[i])
-            lj, xhat = pat.apply(self._X[block][:, pat.obs])
+                current, pat = i, _pattern(params, full, self.patterns[i])
+            lj, xhat = pat.apply(self.X_sorted[block][:, pat.obs])
             yield pat, block, lj, xhat
 
     def e_step(self, params: MixtureParams, shift: NDArray) -> SuffStats:
@@ -216,11 +231,11 @@ class MissingRows:
                 last, pending = pat, np.zeros(K)
             log_norm = logsumexp(lj, axis=1)
             r = np.exp(lj - log_norm[:, None])
-            if self._w is None:
+            if self.w_sorted is None:
                 ll += float(log_norm.sum())
                 wsum += float(log_norm.shape[0])
             else:
-                w = self._w[block]
+                w = self.w_sorted[block]
                 r *= w[:, None]
                 ll += float(w @ log_norm)
                 wsum += float(w.sum())
@@ -229,7 +244,7 @@ class MissingRows:
             pending += rk
             # the completed rows, centred per component: (K, n, d)
             filled = np.empty((K, r.shape[0], d))
-            filled[:, :, pat.obs] = self._X[block][:, pat.obs][None, :, :]
+            filled[:, :, pat.obs] = self.X_sorted[block][:, pat.obs][None, :, :]
             filled[:, :, pat.mis] = xhat.transpose(1, 0, 2)
             filled -= shift[:, None, :]
             weighted = filled * r.T[:, :, None]
@@ -244,7 +259,7 @@ class MissingRows:
 
     def log_joint(self, params: MixtureParams) -> NDArray:
         """``log φ_k + log N(x_o; μ_k,o, Σ_k,oo)`` in the order the rows were given, (n, K)."""
-        out = np.empty((self._X.shape[0], params.n_components))
+        out = np.empty((self.X_sorted.shape[0], params.n_components))
         for _, block, lj, _ in self._walk(params, skip_empty=False):
             out[self._index[block]] = lj
         return out
@@ -256,9 +271,9 @@ class MissingRows:
         rng: np.random.RandomState | None = None,
     ) -> NDArray:
         """The rows with NaN replaced, in the order given (float64)."""
-        out = np.empty_like(self._X)
+        out = np.empty_like(self.X_sorted)
         for pat, block, lj, xhat in self._walk(params, skip_empty=False):
-            rows = self._X[block].copy()
+            rows = self.X_sorted[block].copy()
             r = np.exp(lj - logsumexp(lj, axis=1)[:, None])
             if method == "mean":
                 rows[:, pat.mis] = np.einsum("nk,nkq->nq", r, xhat)
@@ -290,11 +305,9 @@ def split_missing(
         return X, sample_weight, None
     complete = ~incomplete
     w = sample_weight
-    return (
-        np.ascontiguousarray(X[complete]),
-        None if w is None else w[complete],
-        MissingRows(X[incomplete], None if w is None else w[incomplete]),
-    )
+    missing = MissingRows(X, w, np.flatnonzero(incomplete))
+    del incomplete
+    return X[complete], None if w is None else w[complete], missing
 
 
 def e_step_missing(

@@ -389,7 +389,14 @@ class CpuExecutor:
         """Plus the statistics of the rows with NaN, around the same shift."""
         if self._missing is None:
             return stats
-        return stats + self._missing.e_step(params, stats.shift)
+        if self._missing.n_samples < MIN_ROWS:
+            return stats + self._missing.e_step(params, stats.shift)
+        from gaussmix.backends import _missing_kernels
+
+        # compiled, on this engine's threads
+        return stats + _missing_kernels.e_step(
+            self._missing, params, stats.shift, _run_threads, self.n_threads
+        )
 
     def _blas_task(self, params, prep, rows, G, w, weighted, cut, nk, sx, sxx, ll):
         _k = _kernels()
