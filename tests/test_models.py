@@ -243,7 +243,10 @@ def test_collapsed_component_is_named(model):
     nk, sx, sxx = accumulate(X, resp, shift, get_model(model).moment)
     stats = SuffStats(shift, nk, sx, sxx, 0.0, 201.0, 201)
     if model[0] == "E":
-        assert np.all(np.isfinite(m_step(stats, get_model(model), 0.0).covariances))
+        try:
+            assert np.all(np.isfinite(m_step(stats, get_model(model), 0.0).covariances))
+        except CollapsedComponentError as exc:  # EVV: its own shape from a rank-1 scatter
+            assert exc.component == 1
         return
     try:
         params = m_step(stats, get_model(model), 0.0)
