@@ -54,6 +54,9 @@ TRICKY = {
     "one_column.csv": (b"v\n1\n \n2\n", ["v"], [[1], [2]]),
     "no_final_newline.tsv": (b"a\tb\n1\t2\n3\t4", ["a", "b"], [[1, 2], [3, 4]]),
     "blank_header_field.csv": (b"a,,c\n1,2,3\n", ["a", "x1", "c"], [[1, 2, 3]]),
+    "quote_then_text.csv": (b'a,b\n"1"2,3\n', ["a", "b"], [[12, 3]]),
+    "lone_cr.csv": (b"a,b\r1,2\r\r3,4\r", ["a", "b"], [[1, 2], [3, 4]]),
+    "lone_cr_headerless.csv": (b"\r1,2\r3,4", None, [[1, 2], [3, 4]]),
 }
 
 
@@ -82,6 +85,8 @@ BAD = {
     "inf.csv": (b"a,b\n1,2\n3,inf\n", r"column 'b' has an infinite value at line 3"),
     "ragged.csv": (b"\na,b\n1,2\n\n3\n", r"malformed CSV, line 5 has 1 fields, expected 2"),
     "underscore.csv": (b"a\n1_000\n", r"column 'a' is not numeric \(line 2: '1_000'\)"),
+    "open_quote.csv": (b'a,b\n1,2\n\n"3,4\n', r"malformed CSV, line 4 has 1 fields, expected 2"),
+    "lone_cr_bad.csv": (b"a\r1\r\rx\r", r"column 'a' is not numeric \(line 4: 'x'\)"),
     "comma_decimal.csv": (b'a;b\n1;"1,5"\n', r"column 'b' is not numeric \(line 2: '1,5'\)"),
     "latin1.csv": (b"a,b\n1,2\n3,\xe9\n", r"not UTF-8"),
 }

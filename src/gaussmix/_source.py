@@ -301,6 +301,11 @@ def sniff_text(path: str | os.PathLike) -> TextSource:
                     f"{path}: line {number} is longer than {MAX_FIRST_LINE >> 20} MiB; not a "
                     f"delimited text file"
                 )
+            cr = line.find(b"\r")
+            if cr >= 0 and line[cr:] != b"\r\n":
+                # old Mac line ends (a lone CR), as Arrow and the csv module read them
+                line = line[: cr + 1]
+                fh.seek(offset + len(line))
             if not _is_blank(line):
                 break
             offset += len(line)
@@ -310,7 +315,7 @@ def sniff_text(path: str | os.PathLike) -> TextSource:
         raise DataError(f"{path}: not a text file (not UTF-8) at line {number}") from None
     delimiter = _delimiter(text, path)
     try:
-        fields = next(csv.reader([text], delimiter=delimiter, strict=True))
+        fields = next(csv.reader([text], delimiter=delimiter))
     except csv.Error as exc:
         raise DataError(f"{path}: malformed CSV at line {number} ({exc})") from None
     values = [parse_number(f) for f in fields]
@@ -506,7 +511,8 @@ def _python_blocks(source, start_byte, stop_byte, columns, chunk_rows, allow_nan
     held = 0
     with _open_range(path, start_byte, stop_byte) as raw:
         text = io.TextIOWrapper(raw, encoding="utf-8", newline="")
-        reader = csv.reader(text, delimiter=source.delimiter, strict=True)
+        # not strict: '"1"2' is '12', as Arrow reads it
+        reader = csv.reader(text, delimiter=source.delimiter)
         try:
             for fields in reader:
                 if not fields or (len(fields) == 1 and not fields[0].strip(" \t")):
