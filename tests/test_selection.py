@@ -3,6 +3,13 @@
 from __future__ import annotations
 
 import math
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -157,3 +164,105 @@ def test_bad_arguments(faithful, kwargs, message):
 def test_grid_parameters_cannot_be_overridden(faithful):
     with pytest.raises(TypeError, match="set by the grid"):
         select(faithful, [1], "full", n_components=3)
+
+
+# --------------------------------------------------------------------------- worker processes
+# Real processes and real signals: the grid's workers must never outlive the command.
+_SCRIPT = Path(sys.executable).with_name("gaussmix")
+
+
+@pytest.fixture(scope="module")
+def endless(tmp_path_factory):
+    """A file whose grid cells run until stopped (tol=0, huge max_iter)."""
+    folder = tmp_path_factory.mktemp("procs")
+    np.save(folder / "endless.npy", np.random.default_rng(0).normal(size=(20000, 3)))
+    return folder
+
+
+def _start_grid(folder, *, session: bool = False):
+    args = [str(_SCRIPT), "select", "endless.npy", "--k-max", "4", "--covariance-type", "full",
+            "--n-jobs", "2", "--tol", "0", "--max-iter", "1000000", "-o", "best.gmm"]  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if k != "GAUSSMIX_DEBUG"}
+    return subprocess.Popen(args, cwd=folder, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, start_new_session=session)  # fmt: skip
+
+
+def _workers(proc, n: int = 2, timeout: float = 60) -> list:
+    """The parent's worker processes, once ``n`` of them are busy fitting."""
+    psutil = pytest.importorskip("psutil")
+    parent = psutil.Process(proc.pid)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.stderr.read()
+        kids = [p for p in parent.children(recursive=True) if "resource_tracker" not in
+                " ".join(p.cmdline())]  # fmt: skip
+        busy = [p for p in kids if sum(p.cpu_times()[:2]) > 1.5]  # imports done, fitting
+        if len(busy) >= n:
+            return kids
+        time.sleep(0.2)
+    raise AssertionError("the workers did not start")
+
+
+def _all_gone(processes, timeout: float = 15) -> bool:
+    psutil = pytest.importorskip("psutil")
+    _, alive = psutil.wait_procs(processes, timeout=timeout)
+    return not alive
+
+
+def _reads_to_eof(stream, timeout: float = 15) -> bool:
+    """Whether the pipe reaches end-of-file (nobody holds its write end) within ``timeout``."""
+    done = threading.Event()
+
+    def drain():
+        stream.read()
+        done.set()
+
+    threading.Thread(target=drain, daemon=True).start()
+    return done.wait(timeout)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM, signal.SIGHUP])
+def test_workers_die_with_the_main_process(endless, sig):
+    proc = _start_grid(endless)
+    workers = _workers(proc)
+    proc.send_signal(sig)
+    status = proc.wait(30)
+    assert status == (-sig if sig == signal.SIGKILL else 128 + sig)
+    assert _all_gone(workers), "worker processes outlived the main process"
+    assert _reads_to_eof(proc.stdout), "a worker still holds stdout: `| cat` would hang"
+    if sig != signal.SIGKILL:
+        err = proc.stderr.read().decode()
+        assert err == f"gaussmix: error: terminated by {signal.Signals(sig).name}\n"
+        assert not (endless / "best.gmm").exists()
+        assert [p.name for p in endless.iterdir() if p.name.endswith(".tmp")] == []
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_the_grid_without_worker_tracebacks(endless):
+    # a terminal's Ctrl-C reaches the whole foreground process group: parent and workers
+    proc = _start_grid(endless, session=True)
+    workers = _workers(proc)
+    os.killpg(proc.pid, signal.SIGINT)
+    assert proc.wait(30) == 130
+    err = proc.stderr.read().decode()
+    assert err.splitlines() == ["gaussmix: error: interrupted"], err
+    assert _all_gone(workers)
+
+
+@pytest.mark.slow
+def test_ctrl_c_while_workers_start(endless):
+    """SIGINT to the process group while the workers are still importing: still one line."""
+    psutil = pytest.importorskip("psutil")
+    proc = _start_grid(endless, session=True)
+    parent = psutil.Process(proc.pid)
+    deadline = time.monotonic() + 60
+    while not parent.children() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    workers = parent.children(recursive=True)
+    time.sleep(0.3)
+    os.killpg(proc.pid, signal.SIGINT)
+    assert proc.wait(30) == 130
+    err = proc.stderr.read().decode()
+    assert "Traceback" not in err and err.splitlines() == ["gaussmix: error: interrupted"], err
+    assert _all_gone(workers)

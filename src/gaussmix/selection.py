@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import os
+import signal
 import sys
 import warnings
 from collections.abc import Callable, Iterable, Sequence
@@ -274,6 +275,105 @@ def _fit_cell(
             limiter.restore_original_limits()
 
 
+# ------------------------------------------------------------------------ worker processes
+# The pool's contract: workers never outlive this process (SIGTERM, SIGHUP, SIGKILL or a crash
+# of the parent: on Linux the kernel kills them, elsewhere a watchdog thread sees the parent
+# go); they ignore SIGINT (Ctrl-C reaches the whole process group, and stopping is the
+# parent's decision, so no worker prints a traceback); they hold neither stdout nor stderr (a
+# worker still alive could keep `gaussmix select ... | cat` waiting); and when the parent stops
+# the grid for any reason (an exception, Ctrl-C, SIGTERM turned into SignalExit) the workers
+# are killed before the exception goes on.
+_WORKER_X: NDArray | None = None
+_BLOCKED_WHILE_STARTING = {
+    getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)
+}
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    linked = False
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            linked = libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0) == 0
+        except (OSError, AttributeError):
+            linked = False
+    if os.getppid() != parent_pid:  # the parent died before the link was made
+        os._exit(1)
+    if not linked:
+        import threading
+        import time
+
+        def watch() -> None:
+            while os.getppid() == parent_pid:
+                time.sleep(0.5)
+            os._exit(1)
+
+        threading.Thread(target=watch, name="gaussmix-parent-watchdog", daemon=True).start()
+
+
+def _worker_start(parent_pid: int, X: NDArray) -> None:
+    """Initializer of every worker process (see the pool's contract above)."""
+    global _WORKER_X
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _die_with_parent(parent_pid)
+    if hasattr(signal, "pthread_sigmask"):
+        # the parent blocked these while starting us (a Ctrl-C before this point would have
+        # printed a KeyboardInterrupt traceback); SIGINT is ignored from now on, and SIGTERM
+        # and SIGHUP may end a worker as they end any process
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _BLOCKED_WHILE_STARTING)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1)
+    os.dup2(devnull, 2)
+    os.close(devnull)
+    _WORKER_X = X
+
+
+def _fit_worker_cell(
+    n_components: int, covariance_type: str, params: dict[str, Any], inner_threads: int
+) -> tuple[SelectionRow, GaussianMixture | None]:
+    assert _WORKER_X is not None
+    return _fit_cell(_WORKER_X, n_components, covariance_type, params, inner_threads)
+
+
+def _run_pool(X: NDArray, order: list[tuple[int, str]], params: dict[str, Any], jobs: int):
+    """Fit the cells in ``jobs`` worker processes; yield each ``(row, model)`` as it ends."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    inner = max(1, (os.cpu_count() or 1) // jobs)
+    # spawn, not fork: the parent's BLAS, numba and progress threads do not survive a fork
+    pool = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_worker_start, initargs=(os.getpid(), X))  # fmt: skip
+    can_block = hasattr(signal, "pthread_sigmask")
+    try:
+        # workers start during the first submits and inherit this thread's signal mask: with
+        # SIGINT blocked they cannot be interrupted before their initializer ignores it, and
+        # with SIGTERM/SIGHUP blocked this process cannot stop half-way through starting one
+        # (a worker started but not yet in the pool's table would be left running); signals
+        # meanwhile wait, and arrive when the mask is restored
+        old_mask = (
+            signal.pthread_sigmask(signal.SIG_BLOCK, _BLOCKED_WHILE_STARTING) if can_block else None
+        )
+        try:
+            futures = [pool.submit(_fit_worker_cell, k, t, params, inner) for k, t in order]
+        finally:
+            if can_block:
+                signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+        for future in as_completed(futures):
+            yield future.result()
+    except BaseException:
+        # stop now, not after the running cells finish: kill the workers, then let the
+        # exception (KeyboardInterrupt, SignalExit, a worker's error) go on
+        for process in list(getattr(pool, "_processes", {}).values()):
+            process.kill()
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
+
+
 def _resolve_jobs(n_jobs: int | None, n_cells: int, work: float) -> int:
     cores = os.cpu_count() or 1
     if n_jobs is None:
@@ -374,14 +474,9 @@ def select(
             if on_cell is not None:
                 on_cell(results[(k, t)][0], done, len(cells))
     else:
-        from joblib import Parallel, delayed
-
-        inner = max(1, (os.cpu_count() or 1) // jobs)
         # biggest cells first, so a long one does not start last and run alone
         order = sorted(cells, key=lambda c: -c[0])
-        tasks = (delayed(_fit_cell)(X, k, t, params, inner) for k, t in order)
-        parallel = Parallel(n_jobs=jobs, backend="loky", return_as="generator_unordered")
-        for done, (row, est) in enumerate(parallel(tasks), start=1):
+        for done, (row, est) in enumerate(_run_pool(X, order, params, jobs), start=1):
             results[(row.n_components, row.covariance_type)] = (row, est)
             if on_cell is not None:
                 on_cell(row, done, len(cells))
