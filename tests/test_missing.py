@@ -471,3 +471,31 @@ def test_cli_impute_errors_leave_no_output(tmp_path):
     result = _cli("impute", tmp_path / "m.gmm", data, "-o", out)
     assert result.exit_code != 0 and "fitted on 3" in result.output
     assert not out.exists()
+
+
+def test_start_rows_complete_rows_or_mean_filled():
+    from gaussmix._missing import mean_fill, start_rows
+
+    X, _, _ = clustered(200, d=3, frac=0.1, seed=53)
+    complete = ~np.isnan(X).any(axis=1)
+    X0, w0 = start_rows(X, None, 2)
+    np.testing.assert_array_equal(X0, X[complete])
+    assert w0 is None
+    sparse, _, _ = clustered(200, d=6, frac=0.5, seed=53)  # about 2 % complete rows
+    w = np.arange(200.0)
+    X1, w1 = start_rows(sparse, w, 2)
+    assert w1 is w and not np.isnan(X1).any()
+    filled = mean_fill(sparse, w)
+    np.testing.assert_array_equal(X1, filled)
+    obs = ~np.isnan(sparse[:, 0])
+    expected = np.sum(sparse[obs, 0] * w[obs]) / w[obs].sum()
+    assert np.all(filled[~obs, 0] == pytest.approx(expected, rel=1e-12))
+
+
+def test_fit_with_few_complete_rows_recovers_the_clusters():
+    X, full, z = clustered(800, d=6, K=2, frac=0.5, seed=59, spread=8.0)
+    assert np.count_nonzero(~np.isnan(X).any(axis=1)) < 160  # the mean-filled start
+    gm = GaussianMixture(2, random_state=0, max_iter=300).fit(X)
+    labels = gm.predict(X)
+    agree = max(np.mean(labels == z), np.mean(labels != z))
+    assert agree > 0.95

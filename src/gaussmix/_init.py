@@ -361,9 +361,11 @@ def initial_params(
 
     Notes
     -----
-    Missing values (NaN) are replaced by their column's observed (weighted) mean for the
-    start only: every row takes part, however few are complete, and the start's covariances
-    are somewhat too small, which EM on the observed entries then corrects.
+    Missing values (NaN): the start is computed on the complete rows when they are at least
+    a fifth of the rows and ten per component (no copy of the data is filled, and under
+    missingness at random they are a fair sample); otherwise on all rows with each NaN replaced
+    by its column's observed (weighted) mean, whose covariances are somewhat too small. EM on
+    the observed entries corrects either start.
     """
     try:
         fn = INIT_METHODS[method]
@@ -372,7 +374,7 @@ def initial_params(
             f"init_params must be one of {sorted(INIT_METHODS)}, got {method!r}"
         ) from None
     if X.size and np.isnan(np.min(X)):
-        from gaussmix._missing import mean_fill
+        from gaussmix._missing import start_rows
 
-        X = mean_fill(X, sample_weight)
+        X, sample_weight = start_rows(X, sample_weight, n_components)
     return fn(X, sample_weight, n_components, model, reg_covar, random_state, kernels)

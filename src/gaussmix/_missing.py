@@ -47,6 +47,7 @@ __all__ = [
     "log_joint",
     "mean_fill",
     "split_missing",
+    "start_rows",
 ]
 
 # elements of one (rows, K, d) float64 block: 2**20 = 8 MiB
@@ -361,6 +362,21 @@ def impute(
     if incomplete.any():
         out[incomplete] = MissingRows(out[incomplete]).impute(params, method, rng)
     return out
+
+
+def start_rows(
+    X: NDArray, sample_weight: NDArray | None, n_components: int
+) -> tuple[NDArray, NDArray | None]:
+    """Rows without NaN for the initialisations (see :func:`gaussmix._init.initial_params`).
+
+    The complete rows when there are at least ``max(n_rows / 5, 10 n_components)`` of them
+    (with positive weight), else all rows filled by :func:`mean_fill`.
+    """
+    complete = ~np.isnan(X).any(axis=1)
+    usable = complete if sample_weight is None else complete & (sample_weight > 0)
+    if np.count_nonzero(usable) >= max(X.shape[0] / 5, 10 * n_components):
+        return X[complete], None if sample_weight is None else sample_weight[complete]
+    return mean_fill(X, sample_weight), sample_weight
 
 
 def mean_fill(X: NDArray, sample_weight: NDArray | None = None) -> NDArray:
