@@ -493,7 +493,7 @@ def test_start_rows_complete_rows_or_mean_filled():
 
 
 def test_fit_with_few_complete_rows_recovers_the_clusters():
-    X, full, z = clustered(800, d=6, K=2, frac=0.5, seed=59, spread=8.0)
+    X, _, z = clustered(800, d=6, K=2, frac=0.5, seed=59, spread=8.0)
     assert np.count_nonzero(~np.isnan(X).any(axis=1)) < 160  # the mean-filled start
     gm = GaussianMixture(2, random_state=0, max_iter=300).fit(X)
     labels = gm.predict(X)
