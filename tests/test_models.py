@@ -297,3 +297,43 @@ def test_mixture_params_accept_every_model():
             cov = np.broadcast_to(np.eye(3), model.shape(2, 3)).copy()
         p = MixtureParams.from_covariances([0.5, 0.5], np.zeros((2, 3)), cov, name)
         assert p.log_joint(np.zeros((1, 3))).shape == (1, 2)
+
+
+@pytest.mark.parametrize("model", MCLUST_MODELS)
+def test_save_load_every_model(model, mixture_data, tmp_path):
+    import gaussmix
+
+    X, _ = mixture_data
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        gm = GaussianMixture(3, covariance_type=model, random_state=0, max_iter=10).fit(X)
+    gm.save(tmp_path / "m.gmm")
+    back = gaussmix.load(tmp_path / "m.gmm")
+    assert back.covariance_type == model
+    np.testing.assert_array_equal(back.covariances_, gm.covariances_)
+    np.testing.assert_allclose(back.score_samples(X), gm.score_samples(X), rtol=1e-13)
+    np.testing.assert_allclose(back.shapes_, gm.shapes_, rtol=1e-12)
+
+
+def test_cli_fits_and_describes_an_mclust_model(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from mclust_fixtures import DATA_DIR
+
+    script = Path(sys.executable).with_name("gaussmix")
+    data = DATA_DIR / "iris.csv"
+    fit = subprocess.run(
+        [str(script), "fit", str(data), "-k", "2", "--covariance-type", "VEV", "--tol", "1e-8",
+         "-o", str(tmp_path / "iris.gmm"), "--json", "--quiet"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert fit.returncode == 0, fit.stderr
+    info = subprocess.run([str(script), "info", str(tmp_path / "iris.gmm")],
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert info.returncode == 0, info.stderr
+    assert "VEV" in info.stdout
+    bad = subprocess.run([str(script), "fit", str(data), "-k", "2", "--covariance-type", "XYZ"],
+                         capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert bad.returncode == 2 and "VEV" in bad.stderr
