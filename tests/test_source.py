@@ -11,6 +11,8 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sklearn.exceptions import ConvergenceWarning
 
 from gaussmix import GaussianMixture
@@ -120,14 +122,19 @@ def test_missing_cells_the_same_loaded_streamed_and_on_dask(tmp_path, engine):
         read_dask(path, blocksize=1)
 
 
-def test_line_numbers_of_a_later_dask_span_count_every_line(tmp_path, engine):
+@pytest.mark.parametrize("end, blank", [("\n", ""), ("\r\n", "\r")])
+def test_line_numbers_of_a_later_dask_span_count_every_line(tmp_path, engine, end, blank):
+    # blank lines count, and a lone CR ends a line (as the csv module and Arrow read it)
     path = tmp_path / "d.csv"
-    lines = ["a,b"] + [f"{i},{i}" if i % 7 else "" for i in range(3000)] + ["1,oops"]
-    path.write_text("\n".join(lines) + "\n")
-    with pytest.raises(DataError, match=r"'b' is not numeric \(line 3002: 'oops'\)"):
+    lines = ["a,b"] + [f"{i},{i}" if i % 7 else blank for i in range(3000)] + ["1,oops"]
+    path.write_bytes((end.join(lines) + end).encode())
+    line = 3002 + (429 if blank else 0)  # each "\r" + "\r\n" is two line ends
+    with pytest.raises(DataError, match=rf"'b' is not numeric \(line {line}: 'oops'\)"):
         read_dask(path, blocksize=4096)
-    with pytest.raises(DataError, match=r"'b' is not numeric \(line 3002: 'oops'\)"):
+    with pytest.raises(DataError, match=rf"'b' is not numeric \(line {line}: 'oops'\)"):
         read_table(path)
+    with pytest.raises(DataError, match=rf"'b' is not numeric \(line {line}: 'oops'\)"):
+        StreamExecutor(path)
 
 
 def test_missing_values_as_nan_when_asked(tmp_path, engine):
@@ -323,3 +330,25 @@ def gaussmix_load(path):
     from gaussmix.persist import load
 
     return load(path)
+
+
+_FUZZ_ALPHABET = "0123456789" * 3 + ".e-+,,,;\t\n\n\n\r\" NAxn"
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.text(alphabet=_FUZZ_ALPHABET, min_size=1, max_size=40))
+def test_arrow_and_csv_rules_agree_on_any_text(tmp_path_factory, text):
+    # whatever the bytes, both engines give the same table or the same error
+    path = tmp_path_factory.mktemp("fuzz") / "f.csv"
+    path.write_bytes(text.encode())
+    outcomes = []
+    for arrow in (True, False):
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr("gaussmix._source._arrow_available", lambda arrow=arrow: arrow)
+            for allow_nan in (False, True):
+                try:
+                    X = read_table(path, allow_nan=allow_nan).X
+                    outcomes.append(("table", X.shape, np.nan_to_num(X, nan=0.5).tolist()))
+                except DataError as exc:
+                    outcomes.append(("error", str(exc)))
+    assert outcomes[:2] == outcomes[2:]

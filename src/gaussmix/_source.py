@@ -562,14 +562,18 @@ def _line_at(source: TextSource, offset: int) -> int:
     """1-based number of the line starting at byte ``offset`` (blank lines count)."""
     if offset <= source.data_offset:
         return source.data_line
-    count, left = 0, offset - source.data_offset
+    count, left, after_cr = 0, offset - source.data_offset, False
     with open(source.path, "rb") as fh:
         fh.seek(source.data_offset)
         while left > 0:
             piece = fh.read(min(left, 1 << 22))
             if not piece:
                 break
-            count += piece.count(b"\n")
+            # line ends as the csv module counts them: LF, CRLF, and a lone CR
+            count += piece.count(b"\n") + piece.count(b"\r") - piece.count(b"\r\n")
+            if after_cr and piece.startswith(b"\n"):
+                count -= 1  # a CRLF split between two reads
+            after_cr = piece.endswith(b"\r")
             left -= len(piece)
     return source.data_line + count
 
