@@ -499,3 +499,40 @@ def test_fit_with_few_complete_rows_recovers_the_clusters():
     labels = gm.predict(X)
     agree = max(np.mean(labels == z), np.mean(labels != z))
     assert agree > 0.95
+
+
+# ---------------------------------------------------------------------------- online EM, scale
+def test_partial_fit_first_batch_with_nan_is_one_em_iteration():
+    X, _, _ = clustered(300, d=3, K=2, frac=0.25, seed=61)
+    start = start_params(X, 2)
+    one = fit_from(X, start, "full", 1)
+    online = GaussianMixture(
+        2,
+        weights_init=start.weights,
+        means_init=start.means,
+        precisions_init=np.linalg.inv(start.covariances),
+    ).partial_fit(X)
+    np.testing.assert_allclose(online.means_, one.means_, rtol=1e-12)
+    np.testing.assert_allclose(online.covariances_, one.covariances_, rtol=1e-12)
+    # a later batch may lack a feature entirely, and its empty rows are left out
+    batch = X[:50].copy()
+    batch[:, 1] = np.nan
+    batch[0] = np.nan
+    n_empty = int(np.isnan(batch).all(axis=1).sum())
+    with pytest.warns(UserWarning, match=f"{n_empty} rows of the batch have no observed value"):
+        online.partial_fit(batch)
+    assert np.all(np.isfinite(online.covariances_)) and online.n_iter_ == 2
+    with pytest.raises(ValueError, match="every row of the batch is NaN"):
+        online.partial_fit(np.full((4, 3), np.nan))
+    first = X[:60].copy()
+    first[:, 2] = np.nan
+    with pytest.raises(ValueError, match="feature 2 of X is never observed"):
+        GaussianMixture(2).partial_fit(first)
+
+
+def test_scale_check_sees_past_nan():
+    X, _, _ = clustered(50, d=3, frac=0.2, seed=67)
+    X[3, 0] = np.nan
+    X[4, 1] = 1e200
+    with pytest.raises(ValueError, match="values up to 1e\\+200"):
+        GaussianMixture(2).fit(X)

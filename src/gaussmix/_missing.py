@@ -397,9 +397,12 @@ def mean_fill(X: NDArray, sample_weight: NDArray | None = None) -> NDArray:
 
 
 def drop_unobserved(
-    X: NDArray, sample_weight: NDArray | None, feature_names=None
+    X: NDArray, sample_weight: NDArray | None, feature_names=None, *, every_feature: bool = True
 ) -> tuple[NDArray, NDArray | None, int]:
     """Refuse a feature never observed; leave out rows with no observed value.
+
+    ``every_feature=False`` skips the first rule (a later batch of online EM: the model
+    already has every feature's parameters).
 
     Returns
     -------
@@ -415,7 +418,7 @@ def drop_unobserved(
     if not (X.size and np.isnan(np.min(X))):
         return X, sample_weight, 0
     mask = np.isnan(X)
-    never = np.flatnonzero(mask.all(axis=0))
+    never = np.flatnonzero(mask.all(axis=0)) if every_feature else np.empty(0, np.intp)
     if never.size:
         j = int(never[0])
         name = f"'{feature_names[j]}' (column {j})" if feature_names is not None else f"{j}"

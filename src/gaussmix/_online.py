@@ -36,6 +36,7 @@ new means with :func:`recentre`, which is exact: with ``δ = c_old - c_new``,
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -222,7 +223,9 @@ def partial_fit(estimator: Any, X: Any, sample_weight: Any = None) -> Any:
     fitted = hasattr(estimator, "means_")
     if state is not None and not (fitted and np.array_equal(state.means, estimator.means_)):
         state = None  # fit() ran since: start a new average from its parameters
-    X = validate_data(estimator, X, dtype=_FLOATS, reset=not fitted)
+    X = validate_data(
+        estimator, X, dtype=_FLOATS, reset=not fitted, ensure_all_finite="allow-nan"
+    )
     if fitted:
         dtype = estimator.means_.dtype
     else:
@@ -230,6 +233,22 @@ def partial_fit(estimator: Any, X: Any, sample_weight: Any = None) -> Any:
     X = X.astype(dtype, copy=False)
     check_scale(X)
     w = check_sample_weight(sample_weight, X.shape[0])
+    if X.size and np.isnan(np.min(X)):
+        # missing values: rows with nothing observed are left out; the first batch starts
+        # every feature, so each needs an observed value there
+        from gaussmix._missing import drop_unobserved
+
+        names = getattr(estimator, "feature_names_in_", None)
+        X, w, n_empty = drop_unobserved(X, w, names, every_feature=not fitted)
+        if n_empty:
+            warnings.warn(
+                f"{n_empty} rows of the batch have no observed value (all NaN): they are "
+                "left out",
+                UserWarning,
+                stacklevel=4,
+            )
+        if X.shape[0] == 0:
+            raise ValueError("every row of the batch is NaN: nothing to learn from")
     if w is not None:
         positive = int(np.count_nonzero(w))
         if positive == 0:

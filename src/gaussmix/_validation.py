@@ -84,7 +84,8 @@ def check_scale(X: NDArray, *, what: str = "X") -> None:
         return
     limit = MAX_ABS.get(np.dtype(X.dtype), MAX_ABS[np.dtype(np.float64)])
     # max and min: two passes without an (n_samples, n_features) temporary
-    largest = max(float(np.max(X)), -float(np.min(X)))
+    # fmax/fmin skip NaN (missing values), where max/min would return NaN and pass any scale
+    largest = max(float(np.fmax.reduce(X, axis=None)), -float(np.fmin.reduce(X, axis=None)))
     if largest > limit:
         raise ValueError(
             f"{what} has values up to {largest:.3g} in absolute value, beyond the {limit:g} "
