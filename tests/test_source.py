@@ -352,3 +352,17 @@ def test_arrow_and_csv_rules_agree_on_any_text(tmp_path_factory, text):
                 except DataError as exc:
                     outcomes.append(("error", str(exc)))
     assert outcomes[:2] == outcomes[2:]
+
+
+def test_read_dask_of_npy_and_parquet_follows_read_table(tmp_path):
+    X = np.arange(20.0).reshape(10, 2)
+    X[7, 1] = np.nan
+    np.save(tmp_path / "d.npy", X)
+    pd.DataFrame(X, columns=["a", "b"]).to_parquet(tmp_path / "d.parquet")
+    for name, column in (("d.npy", "x1"), ("d.parquet", "b")):
+        lazy, _ = read_dask(tmp_path / name, blocksize=1, allow_nan=True)
+        np.testing.assert_array_equal(lazy.compute(), X)
+        with pytest.raises(DataError, match=rf"column '{column}' has a missing value at row 7"):
+            read_table(tmp_path / name)
+        with pytest.raises(DataError, match=rf"column '{column}' has a missing value at row 7"):
+            read_dask(tmp_path / name)[0].compute()

@@ -93,7 +93,9 @@ def parse_columns(spec: str | None) -> list[str] | None:
     return names
 
 
-def _check_finite(X: NDArray, columns: list[str], path: Path, allow_nan: bool) -> None:
+def _check_finite(
+    X: NDArray, columns: list[str], path: Path, allow_nan: bool, offset: int = 0
+) -> None:
     finite = np.isfinite(X)
     if finite.all():
         return
@@ -102,7 +104,7 @@ def _check_finite(X: NDArray, columns: list[str], path: Path, allow_nan: bool) -
         return
     row, col = (int(v[0]) for v in np.nonzero(bad))
     what = "a missing value" if np.isnan(X[row, col]) else "an infinite value"
-    raise DataError(f"{path}: column {columns[col]!r} has {what} at row {row}")
+    raise DataError(f"{path}: column {columns[col]!r} has {what} at row {offset + row}")
 
 
 def _exclude_hint() -> str:
@@ -263,6 +265,20 @@ def _load_span(loader) -> NDArray:
     return loader()
 
 
+def _check_block(block: NDArray, columns, path, allow_nan, block_info=None) -> NDArray:
+    # read_table's rule on every block, rows numbered in the whole array
+    offset = int(block_info[0]["array-location"][0][0]) if block_info else 0
+    _check_finite(block, columns, path, allow_nan, offset)
+    return block
+
+
+def _checked_blocks(X, columns: list[str], path: Path, allow_nan: bool):
+    """``X`` whose blocks refuse what :func:`read_table` refuses (NaN unless allowed, inf)."""
+    return X.map_blocks(
+        _check_block, columns=columns, path=path, allow_nan=allow_nan, dtype=X.dtype
+    )
+
+
 def read_dask(
     path: str | os.PathLike,
     columns: Sequence[str] | None = None,
@@ -308,13 +324,15 @@ def read_dask(
             raise DataError(f"{path}: array has non-numeric dtype {X.dtype}")
         X = X.reshape(-1, 1) if X.ndim == 1 else X
         rows = max(1, (64 << 20) // max(1, X.shape[1] * X.dtype.itemsize))
-        return da.from_array(X, chunks=(rows, X.shape[1]))[:, idx].astype(np.float64), picked
+        X = da.from_array(X, chunks=(rows, X.shape[1]))[:, idx].astype(np.float64)
+        return _checked_blocks(X, picked, path, allow_nan), picked
     if kind == "parquet":
         frame = dd.read_parquet(str(path), columns=picked)
         for name in picked:
             if frame[name].dtype.kind not in "biuf":
                 raise DataError(f"{path}: column {name!r} is not numeric; {_exclude_hint()}")
-        return frame[picked].to_dask_array(lengths=True).astype(np.float64), picked
+        X = frame[picked].to_dask_array(lengths=True).astype(np.float64)
+        return _checked_blocks(X, picked, path, allow_nan), picked
     source = sniff_text(path)
     nbytes = parse_bytes(blocksize) if isinstance(blocksize, str) else int(blocksize)
     loaders = dask_text(source, idx, nbytes, allow_nan=allow_nan)
