@@ -157,7 +157,9 @@ class ConditionalMixtures:
     @property
     def variance(self) -> NDArray:
         """Diagonal of :attr:`covariance`, shape (n_rows, n_outputs)."""
-        return np.diagonal(self.covariance, axis1=1, axis2=2).copy()
+        dev = self.means - self.mean[:, None, :]
+        within = self.weights @ np.diagonal(self.covariances, axis1=1, axis2=2)
+        return within + np.einsum("nk,nkd->nd", self.weights, dev * dev)
 
     def parameters(self, row: int) -> MixtureArrays:
         """The conditional mixture of one row, in the structure ``covariance_type`` names."""

@@ -20,6 +20,8 @@ from gaussmix.estimator import GaussianMixture
 
 __all__ = ["GaussianMixtureRegressor"]
 
+_BLOCK = 1 << 21  # elements of a (rows, K, outputs) block in predict
+
 
 class GaussianMixtureRegressor(RegressorMixin, BaseEstimator):
     """Gaussian mixture regression: a joint mixture on [X, y], predictions from p(y | x).
@@ -162,14 +164,26 @@ class GaussianMixtureRegressor(RegressorMixin, BaseEstimator):
                 f"return_std=True needs a single output, this model has {self.n_outputs_}; "
                 "use predict_distribution(X).covariance"
             )
-        cond = self.predict_distribution(X)
-        mean = cond.mean
+        check_is_fitted(self)
+        X = validate_data(self, X, dtype=np.float64, reset=False)
+        params = self.mixture_._fitted_params()
+        given = np.arange(self.n_features_in_)
+        mean = np.empty((X.shape[0], self.n_outputs_))
+        var = np.empty(X.shape[0]) if return_std else None
+        # blocks bound the (rows, K, outputs) temporaries on large inputs
+        step = max(1024, _BLOCK // max(params.n_components * self.n_outputs_, 1))
+        for start in range(0, X.shape[0], step):
+            block = slice(start, start + step)
+            cond = _condition(params, given, X[block])
+            mean[block] = cond.mean
+            if var is not None:
+                var[block] = cond.variance[:, 0]
         if self._y_1d:
             mean = mean[:, 0]
-        if not return_std:
+        if var is None:
             return mean
         # clipped: a variance a few ulps below zero would give NaN
-        return mean, np.sqrt(np.clip(cond.variance[:, 0], 0.0, None))
+        return mean, np.sqrt(np.clip(var, 0.0, None))
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
