@@ -2,27 +2,39 @@
 
 For every workload both libraries start from the *same* parameters (``weights_init``,
 ``means_init``, ``precisions_init``: K random data rows, the data's per-feature variance),
-run with ``tol=0``, and are timed at two iteration counts; ms/iteration is the difference
-divided by the extra iterations, so validation, set-up and scikit-learn's closing E-step
-cancel. After the longer fit the parameters of both are compared (max |a-b| / max |b| per
-array; float64 must agree to 1e-6). Each measurement runs in a fresh Python process whose peak
-RSS (``ru_maxrss``) is reported; the numba kernels are compiled (or loaded from cache) by a
-warm-up fit first.
+run with ``tol=0``, and are timed at two iteration counts, each as the fastest of several
+runs; ms/iteration is the difference divided by the extra iterations, so validation, set-up
+and scikit-learn's closing E-step cancel. The longer count is raised until the difference is
+long enough to measure (gaussmix needs more iterations than scikit-learn for that), so no row
+is nan; should the difference still not be positive, the row shows ``t(b) / b`` marked ``<=``
+(an upper bound). Parameters of both libraries after the same 5 iterations are compared (max
+|a-b| / max |b| per array; float64 must agree to 1e-6). Each measurement runs in a fresh
+Python process whose peak RSS (``ru_maxrss``) is reported; the numba kernels are compiled (or
+loaded from cache) by a warm-up fit first.
 
-Also printed: float32 rows (gaussmix on float32 data against scikit-learn on the same float32
-data and on float64), ``predict_proba``/``score_samples`` on W4, the default k-means init on
-W4 against three EM iterations, and the peak memory of a default W4 fit against
-``size(X) + 64 MiB``.
+Rows: W1-W5 (full, and diag on W2/W4: the headline median), the other covariance types on W2
+and W4 shapes, and mclust's 14 models on the same shapes against their scikit-learn peer
+("full" for the ellipsoidal models, "diag" for the diagonal ones, "spherical" for EII/VII;
+the peer fits another model, so only its speed is compared: its time is reused from the peer's
+own row). Also printed: float32 rows (gaussmix on float32 data against scikit-learn on float64
+and on the same float32 data), ``predict_proba``/``score_samples`` on the W rows, the default
+k-means init on W4 against three EM iterations, and the peak memory of a default W4 fit
+against ``size(X) + 64 MiB``.
 
-GFLOP/s counts useful arithmetic per iteration: ``2·N·K·d²`` for full/tied (a triangular
-Mahalanobis term and a symmetric scatter, d²/2 multiply-adds each) and ``6·N·K·d`` for
-diag/spherical; exponentials are not counted.
+Rooflines: this machine's dgemm/sgemm rate (numpy matmul, 2000 x 2000, BLAS threads as
+configured) and memory bandwidth (a 256 MiB array copied by as many threads as gaussmix uses,
+read + write bytes) are measured at the start and the end of the run; every row prints its
+achieved GFLOP/s and GB/s and their share of the better of the two measurements. GFLOP/s
+counts useful arithmetic per iteration: ``2·N·K·d²`` for the full moment (a triangular
+Mahalanobis term and a symmetric scatter, d²/2 multiply-adds each) and ``6·N·K·d`` for the
+diagonal moment; exponentials are not counted. GB/s counts one read of ``X`` per iteration.
 
 Usage::
 
     python benchmarks/bench_cpu.py            # the full table (a few minutes on 2 cores)
     python benchmarks/bench_cpu.py --quick    # small N, in one process: a smoke test
     python benchmarks/bench_cpu.py --only W4,W4-diag --json out.json
+    python benchmarks/bench_cpu.py --no-mclust   # without the 28 rows of mclust's models
 
 If ``OPENBLAS_CORETYPE`` is set the script re-executes itself without it and without
 ``OPENBLAS_L2_SIZE`` (they would pin OpenBLAS to a slower kernel) and says so; the BLAS
@@ -33,6 +45,7 @@ second peer when it is installed.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import platform
@@ -57,9 +70,19 @@ class Workload:
     k: int
     covariance_type: str
     headline: bool = True  # part of the W1-W5 median
+    peer: str = ""  # scikit-learn's covariance_type to time against (default: the same)
+
+    @property
+    def sk_type(self) -> str:
+        return self.peer or self.covariance_type
+
+    @property
+    def comparable(self) -> bool:
+        """Both libraries fit the same model: their parameters must agree."""
+        return not self.peer
 
 
-WORKLOADS = [
+_BASE = [
     Workload("W1", 100_000, 2, 5, "full"),
     Workload("W2", 200_000, 16, 16, "full"),
     Workload("W2-diag", 200_000, 16, 16, "diag"),
@@ -72,9 +95,29 @@ WORKLOADS = [
     Workload("W4-spherical", 1_000_000, 8, 8, "spherical", headline=False),
     Workload("W5", 20_000, 2, 100, "full"),
 ]
+MCLUST_MODELS = (
+    "EII", "VII", "EEI", "VEI", "EVI", "VVI",
+    "EEE", "VEE", "EVE", "VVE", "EEV", "VEV", "EVV", "VVV",
+)  # fmt: skip
+
+
+def _mclust_peer(name: str) -> str:
+    if name in ("EII", "VII"):
+        return "spherical"
+    return "diag" if name.endswith("I") else "full"
+
+
+MCLUST_WORKLOADS = [
+    Workload(f"{w}-{m}", w_.n, w_.d, w_.k, m, headline=False, peer=_mclust_peer(m))
+    for w, w_ in (("W2", _BASE[1]), ("W4", _BASE[6]))
+    for m in MCLUST_MODELS
+]
+WORKLOADS = _BASE + MCLUST_WORKLOADS
 QUICK_SCALE = 100  # --quick divides N by this (at least QUICK_MIN_ROWS rows)
 QUICK_MIN_ROWS = 4096
-QUICK_WORKLOADS = ("W1", "W2-diag", "W3", "W4", "W5")
+QUICK_WORKLOADS = ("W1", "W2-diag", "W3", "W4", "W5", "W4-EII", "W4-VEV", "W2-EEE")
+# fits whose extra iterations last less than this are lengthened (timer and process noise)
+MIN_TIMED_SECONDS = 0.25
 
 
 # ----------------------------------------------------------------------------- data
@@ -93,28 +136,40 @@ def make_data(w: Workload, n: int, dtype) -> np.ndarray:
     return X
 
 
-def start_params(w: Workload, X: np.ndarray) -> dict:
-    """The shared start: K random rows as means, equal weights, the data's variance."""
+def start_params(covariance_type: str, k: int, X: np.ndarray) -> dict:
+    """The shared start: K random rows as means, equal weights, the data's variance.
+
+    mclust's models start from ``I / mean variance``, which satisfies every one of their
+    constraints; scikit-learn's types from the per-feature variances.
+    """
     rng = np.random.default_rng(7)
-    means = X[rng.choice(X.shape[0], w.k, replace=False)].astype(np.float64)
+    d = X.shape[1]
+    means = X[rng.choice(X.shape[0], k, replace=False)].astype(np.float64)
     var = X.astype(np.float64).var(axis=0)
+    iso = 1.0 / var.mean()
     precisions = {
-        "full": np.repeat(np.diag(1.0 / var)[None], w.k, axis=0),
-        "tied": np.diag(1.0 / var),
-        "diag": np.repeat((1.0 / var)[None], w.k, axis=0),
-        "spherical": np.full(w.k, 1.0 / var.mean()),
-    }[w.covariance_type]
-    return {
-        "weights_init": np.full(w.k, 1.0 / w.k),
-        "means_init": means,
-        "precisions_init": precisions,
-    }
+        "full": lambda: np.repeat(np.diag(1.0 / var)[None], k, axis=0),
+        "tied": lambda: np.diag(1.0 / var),
+        "diag": lambda: np.repeat((1.0 / var)[None], k, axis=0),
+        "spherical": lambda: np.full(k, iso),
+    }.get(covariance_type)
+    if precisions is None:
+        from gaussmix._covariance import get_model
+
+        shape = get_model(covariance_type).shape(k, d)
+        p = np.broadcast_to(np.eye(d) * iso, (k, d, d)) if len(shape) == 3 else np.full(shape, iso)
+        p = np.array(p)
+    else:
+        p = precisions()
+    return {"weights_init": np.full(k, 1.0 / k), "means_init": means, "precisions_init": p}
 
 
-def useful_flops(w: Workload, n: int) -> float:
-    if w.covariance_type in ("full", "tied"):
-        return 2.0 * n * w.k * w.d**2
-    return 6.0 * n * w.k * w.d
+def useful_flops(covariance_type: str, n: int, d: int, k: int) -> float:
+    from gaussmix._covariance import get_model
+
+    if get_model(covariance_type).moment == "full":
+        return 2.0 * n * k * d**2
+    return 6.0 * n * k * d
 
 
 # ----------------------------------------------------------------------------- one process
@@ -132,23 +187,23 @@ def _peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def _estimator(lib: str, w: Workload, max_iter: int, start: dict | None):
-    kw = dict(covariance_type=w.covariance_type, tol=0.0, max_iter=max_iter, random_state=0)
+def _estimator(lib: str, cov: str, k: int, max_iter: int, start: dict | None):
+    kw = dict(covariance_type=cov, tol=0.0, max_iter=max_iter, random_state=0)
     if start is not None:
         kw.update(start)
     if lib == "gaussmix":
         from gaussmix import GaussianMixture
 
-        return GaussianMixture(w.k, **kw)
+        return GaussianMixture(k, **kw)
     from sklearn.mixture import GaussianMixture
 
-    return GaussianMixture(w.k, **kw)
+    return GaussianMixture(k, **kw)
 
 
-def _fit_seconds(lib, w, X, start, max_iter, repeat):
+def _fit_seconds(lib, cov, k, X, start, max_iter, repeat):
     best, est = np.inf, None
     for _ in range(repeat):
-        est = _estimator(lib, w, max_iter, start)
+        est = _estimator(lib, cov, k, max_iter, start)
         t0 = time.perf_counter()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -164,48 +219,70 @@ def _params_of(est) -> dict:
     }
 
 
-def _em_repeats(w: Workload, n: int) -> int:
-    # a few repeats of short fits, one of long ones (the minimum is the quiet-machine figure)
-    return 3 if n * w.k * w.d * w.d < 2e8 else 1
-
-
-def measure_em(lib: str, w: Workload, n: int, dtype: str, iters: tuple[int, int]) -> dict:
-    """ms per EM iteration of ``lib`` on workload ``w`` in ``dtype``, plus final parameters."""
+def measure_em(
+    lib: str, w: Workload, n: int, dtype: str, check_iter: int, min_seconds: float
+) -> dict:
+    """ms per EM iteration of ``lib`` on workload ``w`` in ``dtype``, and the parameters after
+    ``check_iter`` iterations."""
     X = make_data(w, n, np.dtype(dtype))
-    start = start_params(w, X)
-    # warm-up: compiles or loads the kernels, faults the pages in
-    _fit_seconds(lib, w, X, start, 1, 1)
-    a, b = iters
-    repeat = _em_repeats(w, n)
-    t_a, _ = _fit_seconds(lib, w, X, start, a, repeat)
-    t_b, est = _fit_seconds(lib, w, X, start, b, repeat)
-    # a non-positive difference is noise (tiny --quick sizes): no number rather than a wrong one
-    ms = (t_b - t_a) / (b - a) * 1e3 if t_b > t_a else float("nan")
-    return {"ms_per_iter": ms, "params": _params_of(est), "peak_rss_mib": _peak_rss_mib()}
+    cov = w.covariance_type if lib == "gaussmix" else w.sk_type
+    start = start_params(cov, w.k, X)
+    # warm-up: compiles or loads the kernels, faults the pages in; also sizes the repeats
+    t1, _ = _fit_seconds(lib, cov, w.k, X, start, 1, 1)
+    a, b = 2, check_iter
+    # fastest of several runs per fit length (single timings on a shared machine vary by tens
+    # of percent); fewer runs of fits that take long
+    repeat = 5 if t1 * b < 1.0 else 3 if t1 * b < 15.0 else 2
+    if min_seconds == 0:  # --quick: a smoke test, one run each, no lengthening
+        repeat = 1
+    t_a, _ = _fit_seconds(lib, cov, w.k, X, start, a, repeat)
+    t_b, est = _fit_seconds(lib, cov, w.k, X, start, b, repeat)
+    params = _params_of(est)
+    if 0 < min_seconds and t_b - t_a < min_seconds:
+        # too short to time: more iterations, sized from what was measured
+        per_iter = max((t_b - t_a) / (b - a), 1e-5)
+        b = a + min(400, max(b - a + 1, int(np.ceil(min_seconds / per_iter))))
+        t_a, _ = _fit_seconds(lib, cov, w.k, X, start, a, repeat)
+        t_b, _ = _fit_seconds(lib, cov, w.k, X, start, b, repeat)
+    upper_bound = not t_b > t_a
+    ms = (t_b / b if upper_bound else (t_b - t_a) / (b - a)) * 1e3
+    return {
+        "ms_per_iter": ms,
+        "upper_bound": upper_bound,
+        "iters": [a, b],
+        "repeat": repeat,
+        "params": params,
+        "peak_rss_mib": _peak_rss_mib(),
+    }
+
+
+def _best_ms(fn, repeat: int = 3) -> float:
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times) * 1e3
 
 
 def measure_predict(w: Workload, n: int) -> dict:
-    """predict_proba / score_samples of a fitted W4 model, both libraries, same parameters."""
+    """predict_proba / score_samples of both libraries with the same parameters."""
     from sklearn.mixture import GaussianMixture as SkGaussianMixture
 
     from gaussmix import GaussianMixture
 
     X = make_data(w, n, np.float64)
-    start = start_params(w, X)
+    start = start_params(w.covariance_type, w.k, X)
+    cov = w.covariance_type
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        ours = GaussianMixture(w.k, covariance_type=w.covariance_type, max_iter=1, **start).fit(X)
-        sk = SkGaussianMixture(w.k, covariance_type=w.covariance_type, max_iter=1, **start).fit(X)
+        ours = GaussianMixture(w.k, covariance_type=cov, max_iter=1, **start).fit(X)
+        sk = SkGaussianMixture(w.k, covariance_type=cov, max_iter=1, **start).fit(X)
     out = {}
     for op in ("predict_proba", "score_samples"):
         for lib, est in (("gaussmix", ours), ("sklearn", sk)):
-            getattr(est, op)(X[:1000])
-            times = []
-            for _ in range(3):
-                t0 = time.perf_counter()
-                getattr(est, op)(X)
-                times.append(time.perf_counter() - t0)
-            out[f"{lib}_{op}_ms"] = min(times) * 1e3
+            getattr(est, op)(X[:5000])  # loads the kernels
+            out[f"{lib}_{op}_ms"] = _best_ms(lambda est=est, op=op: getattr(est, op)(X))
         a, b = getattr(ours, op)(X), getattr(sk, op)(X)
         out[f"{op}_max_abs_diff"] = float(np.max(np.abs(a - b)))
     return out
@@ -244,13 +321,14 @@ def measure_memory(lib: str, w: Workload, n: int, iters: int) -> dict:
     tiny = make_data(w, 20_000, np.float64)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        _estimator(lib, w, 1, None).fit(tiny)  # loads/compiles every kernel the fit uses
+        # loads/compiles every kernel the fit uses
+        _estimator(lib, w.covariance_type, w.k, 1, None).fit(tiny)
     del tiny
     base = _rss_now_mib()
     X = make_data(w, n, np.float64)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        _estimator(lib, w, iters, None).fit(X)
+        _estimator(lib, w.covariance_type, w.k, iters, None).fit(X)
     return {
         "rss_before_x_mib": base,
         "peak_rss_mib": _peak_rss_mib(),
@@ -263,7 +341,9 @@ def child_main(spec: dict) -> dict:
     kind = spec["kind"]
     if kind == "em":
         try:
-            r = measure_em(spec["lib"], w, spec["n"], spec["dtype"], tuple(spec["iters"]))
+            r = measure_em(
+                spec["lib"], w, spec["n"], spec["dtype"], spec["check_iter"], spec["min_seconds"]
+            )
         except (ValueError, FloatingPointError, np.linalg.LinAlgError) as e:
             # a peer may fail where we do not (scikit-learn's float32 covariances): report it
             return {"error": f"{type(e).__name__}: {str(e)[:120]}"}
@@ -339,6 +419,30 @@ def machine_info() -> dict:
     }
 
 
+def rooflines(threads: int) -> dict:
+    """This machine's limits now: dgemm/sgemm GFLOP/s and copy bandwidth (GB/s, read + write)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    out = {}
+    rng = np.random.default_rng(0)
+    for name, dt in (("dgemm", np.float64), ("sgemm", np.float32)):
+        a = rng.random((2000, 2000)).astype(dt)
+        a @ a
+        out[f"{name}_gflops"] = 2 * 2000**3 / (_best_ms(lambda a=a: a @ a, 5) * 1e-3) / 1e9
+    src = np.ones(32 << 20)  # 256 MiB: far beyond the caches
+    dst = np.empty_like(src)
+    cuts = np.linspace(0, src.size, threads + 1).astype(int)
+    parts = [slice(lo, hi) for lo, hi in itertools.pairwise(cuts)]
+    with ThreadPoolExecutor(threads) as pool:
+
+        def copy():
+            list(pool.map(lambda sl: np.copyto(dst[sl], src[sl]), parts))
+
+        copy()
+        out["copy_gbs"] = 2 * src.nbytes / (_best_ms(copy, 5) * 1e-3) / 1e9
+    return out
+
+
 def rel_diff(a: dict, b: dict) -> float:
     worst = 0.0
     for name, ref in b.items():
@@ -351,36 +455,7 @@ def fmt_ms(v: float) -> str:
     return f"{v:9.1f}" if v >= 10 else f"{v:9.2f}"
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="N/50, in one process (smoke test)")
-    parser.add_argument("--only", default="", help="comma-separated workload names")
-    parser.add_argument("--no-float32", action="store_true", help="skip the float32 rows")
-    parser.add_argument("--json", default="", help="also write every number to this file")
-    parser.add_argument("--child", default="", help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-
-    if args.child:
-        print("RESULT " + json.dumps(child_main(json.loads(args.child))))
-        return 0
-
-    info = machine_info()
-    def rows(w: Workload) -> int:
-        return max(w.n // QUICK_SCALE, QUICK_MIN_ROWS) if args.quick else w.n
-
-    iters = (1, 2) if args.quick else (2, 5)
-    in_process = args.quick
-    names = args.only.split(",") if args.only else QUICK_WORKLOADS if args.quick else None
-    chosen = [w for w in WORKLOADS if names is None or w.name in names]
-    if not chosen:
-        parser.error(f"--only matched nothing; names: {', '.join(w.name for w in WORKLOADS)}")
-    try:
-        import pomegranate  # noqa: F401
-
-        peer_note = "pomegranate is installed but its EM is not wired into this script yet"
-    except ImportError:
-        peer_note = "pomegranate: not installed, skipped"
-
+def _print_header(info: dict, roof: dict, args) -> None:
     print("# gaussmix CPU engine vs scikit-learn: ms per EM iteration, same start, tol=0")
     print(f"machine : {info['cpu']}, {info['usable_cpus']} usable CPUs, {info['platform']}")
     print(
@@ -393,124 +468,204 @@ def main(argv=None) -> int:
             f"pool    : {pool['internal_api']} {pool['version'] or ''} "
             f"kernel={pool['architecture'] or '-'} threads={pool['num_threads']}"
         )
-    if info["removed_env"]:
-        print(f"env     : removed for this run: {info['removed_env']}")
+    removed = info["removed_env"] or "none (OPENBLAS_CORETYPE was not set)"
+    print(f"env     : removed for this run: {removed}")
     print(f"load    : {info['load_average_start'][0]:.2f} (1-min average at start)")
-    print(f"peers   : scikit-learn; {peer_note}")
+    print(
+        f"limits  : dgemm {roof['dgemm_gflops']:.0f} GFLOP/s, sgemm {roof['sgemm_gflops']:.0f} "
+        f"GFLOP/s, memory copy {roof['copy_gbs']:.1f} GB/s (measured now; again at the end)"
+    )
     mode = (
         "quick: N/100 (>= 4096 rows), one process; a smoke test, timings are not meaningful"
         if args.quick
         else "one process per measurement"
     )
-    a, b = iters
-    print(f"mode    : {mode}; ms/iter = (t({b} iterations) - t({a})) / {b - a}")
+    print(f"mode    : {mode}")
+    print(
+        "timing  : ms/iter = (t(b iterations) - t(2)) / (b - 2), each t the fastest of 2-5 runs, "
+        f"b >= 5 raised until t(b) - t(2) >= {MIN_TIMED_SECONDS} s"
+    )
     print()
 
-    results: dict = {"machine": info, "quick": args.quick, "em": [], "float32": []}
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="N/100, in one process (smoke test)")
+    parser.add_argument("--only", default="", help="comma-separated workload names")
+    parser.add_argument("--no-float32", action="store_true", help="skip the float32 rows")
+    parser.add_argument("--no-mclust", action="store_true", help="skip mclust's 14 models")
+    parser.add_argument("--no-predict", action="store_true", help="skip the prediction rows")
+    parser.add_argument("--json", default="", help="also write every number to this file")
+    parser.add_argument("--child", default="", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+
+    if args.child:
+        print("RESULT " + json.dumps(child_main(json.loads(args.child))))
+        return 0
+
+    info = machine_info()
+
+    def rows(w: Workload) -> int:
+        return max(w.n // QUICK_SCALE, QUICK_MIN_ROWS) if args.quick else w.n
+
+    check_iter = 3 if args.quick else 5
+    min_seconds = 0.0 if args.quick else MIN_TIMED_SECONDS
+    in_process = args.quick
+    names = args.only.split(",") if args.only else QUICK_WORKLOADS if args.quick else None
+    chosen = [
+        w
+        for w in WORKLOADS
+        if (names is None or w.name in names) and not (args.no_mclust and w.peer and not names)
+    ]
+    if not chosen:
+        parser.error(f"--only matched nothing; names: {', '.join(w.name for w in WORKLOADS)}")
+    roof = rooflines(info["gaussmix_threads"])
+    _print_header(info, roof, args)
+
+    results: dict = {"machine": info, "limits_start": roof, "quick": args.quick}
+    results.update(em=[], float32=[], predict=[])
     header = (
-        f"{'workload':<13}{'N x d, K':>20} {'cov':>9} {'sklearn':>9} {'gaussmix':>9} "
-        f"{'speedup':>8} {'GFLOP/s':>8} {'RSS sk':>8} {'RSS gm':>8} {'agree':>8}"
+        f"{'workload':<13}{'N x d, K':>18} {'model':>9} {'peer':>9} {'sklearn':>9} "
+        f"{'gaussmix':>9} {'speedup':>8} {'GFLOP/s':>8} {'%dgemm':>7} {'GB/s':>6} {'%copy':>6} "
+        f"{'RSS sk':>7} {'RSS gm':>7} {'agree':>8}"
     )
-    print("float64 (ms/iter; RSS = peak MiB of the measuring process)")
+    print("float64 (ms/iter; %dgemm, %copy: share of the limits above; RSS: peak MiB)")
     print(header)
-    failures = []
-    ours64 = {}
+    failures: list[str] = []
+    ours64: dict = {}
+    sk_cache: dict = {}
+
+    def em(lib: str, w: Workload, dtype: str) -> dict:
+        n = rows(w)
+        spec = {
+            "kind": "em", "workload": asdict(w), "n": n, "dtype": dtype, "lib": lib,
+            "check_iter": check_iter, "min_seconds": min_seconds,
+        }  # fmt: skip
+        if lib == "gaussmix":
+            return run_child(spec, in_process)
+        # one scikit-learn measurement per (shape, its covariance type, dtype)
+        key = (n, w.d, w.k, w.sk_type, dtype)
+        if key not in sk_cache:
+            spec["workload"] = asdict(Workload(w.name, w.n, w.d, w.k, w.sk_type))
+            sk_cache[key] = run_child(spec, in_process)
+        return sk_cache[key]
+
     for w in chosen:
         n = rows(w)
-        spec = {"kind": "em", "workload": asdict(w), "n": n, "dtype": "float64", "iters": iters}
-        sk = run_child({**spec, "lib": "sklearn"}, in_process)
-        gm = run_child({**spec, "lib": "gaussmix"}, in_process)
+        sk = em("sklearn", w, "float64")
+        gm = em("gaussmix", w, "float64")
         if "error" in gm or "error" in sk:
             failures.append(f"{w.name}: {gm.get('error') or ''} {sk.get('error') or ''}")
             print(f"{w.name:<13} failed: gaussmix {gm.get('error')}; sklearn {sk.get('error')}")
             continue
         ours64[w.name] = gm
-        diff = rel_diff(gm["params"], sk["params"])
+        diff = rel_diff(gm["params"], sk["params"]) if w.comparable else float("nan")
         speedup = sk["ms_per_iter"] / gm["ms_per_iter"]
-        gflops = useful_flops(w, n) / (gm["ms_per_iter"] * 1e-3) / 1e9
-        ok = diff <= 1e-6
+        gflops = useful_flops(w.covariance_type, n, w.d, w.k) / (gm["ms_per_iter"] * 1e6)
+        gbs = n * w.d * 8 / (gm["ms_per_iter"] * 1e6)
+        ok = not w.comparable or diff <= 1e-6
         if not ok:
             failures.append(f"{w.name}: parameters differ from scikit-learn by {diff:.2e}")
+        mark = "<=" if gm["upper_bound"] else "  "
+        sk_mark = "<=" if sk["upper_bound"] else "  "
+        agree = f"{diff:8.1e}" if w.comparable else f"{'-':>8}"
         print(
-            f"{w.name:<13}{f'{n} x {w.d}, {w.k}':>20} {w.covariance_type:>9} "
-            f"{fmt_ms(sk['ms_per_iter'])} {fmt_ms(gm['ms_per_iter'])} {speedup:7.1f}x "
-            f"{gflops:8.2f} {sk['peak_rss_mib']:8.0f} {gm['peak_rss_mib']:8.0f} "
-            f"{diff:8.1e}{'' if ok else ' !'}",
+            f"{w.name:<13}{f'{n} x {w.d}, {w.k}':>18} {w.covariance_type:>9} {w.sk_type:>9} "
+            f"{sk_mark}{fmt_ms(sk['ms_per_iter'])[2:]} {mark}{fmt_ms(gm['ms_per_iter'])[2:]} "
+            f"{speedup:7.1f}x {gflops:8.2f} {gflops / roof['dgemm_gflops']:6.0%} "
+            f"{gbs:6.2f} {gbs / roof['copy_gbs']:6.0%} {sk['peak_rss_mib']:7.0f} "
+            f"{gm['peak_rss_mib']:7.0f} {agree}{'' if ok else ' !'}",
             flush=True,
         )
         results["em"].append(
             {
                 "workload": w.name, "n": n, "d": w.d, "k": w.k, "cov": w.covariance_type,
-                "headline": w.headline, "sklearn_ms": sk["ms_per_iter"],
+                "peer": w.sk_type, "headline": w.headline, "sklearn_ms": sk["ms_per_iter"],
                 "gaussmix_ms": gm["ms_per_iter"], "speedup": speedup, "gflops": gflops,
+                "gbs": gbs, "sklearn_iters": sk["iters"], "gaussmix_iters": gm["iters"],
+                "upper_bound": gm["upper_bound"] or sk["upper_bound"],
                 "sklearn_rss_mib": sk["peak_rss_mib"], "gaussmix_rss_mib": gm["peak_rss_mib"],
-                "max_rel_diff": diff,
+                "max_rel_diff": diff if w.comparable else None,
             }
-        )
-    head = [r["speedup"] for r in results["em"] if r["headline"] and np.isfinite(r["speedup"])]
-    every = [r["speedup"] for r in results["em"] if np.isfinite(r["speedup"])]
+        )  # fmt: skip
+    head = [r["speedup"] for r in results["em"] if r["headline"]]
+    every = [r["speedup"] for r in results["em"]]
     if head:
         print(
             f"W1-W5 (full, and diag on W2/W4): median speedup {statistics.median(head):.1f}x, "
             f"min {min(head):.1f}x; every row: min {min(every):.1f}x"
         )
+    w3 = next((r for r in results["em"] if r["workload"] == "W3"), None)
+    if w3 is not None:
+        print(f"W3: {w3['gflops']:.1f} GFLOP/s useful = {w3['gflops'] / roof['dgemm_gflops']:.0%} "
+              f"of dgemm")
 
     if not args.no_float32:
         print()
         print("float32 data (gaussmix in float32 with float64 sums; agree = vs our float64 fit)")
         print(
             f"{'workload':<13}{'sk f64':>9} {'sk f32':>9} {'gm f32':>9} {'vs sk64':>8} "
-            f"{'vs sk32':>8} {'agree':>8}"
+            f"{'vs sk32':>8} {'GFLOP/s':>8} {'%sgemm':>7} {'agree':>8}"
         )
         for w in chosen:
             if not w.headline or (args.quick and w.name not in ("W1", "W4")):
                 continue
             n = rows(w)
-            spec = {"kind": "em", "workload": asdict(w), "n": n, "dtype": "float32", "iters": iters}
-            sk32 = run_child({**spec, "lib": "sklearn"}, in_process)
-            gm32 = run_child({**spec, "lib": "gaussmix"}, in_process)
+            sk32 = em("sklearn", w, "float32")
+            gm32 = em("gaussmix", w, "float32")
             if w.name not in ours64 or "error" in gm32:
                 failures.append(f"{w.name} float32: {gm32.get('error')}")
                 continue
             if "error" in sk32:
                 # scikit-learn's float32 fit fails on some data (its covariances lose PD-ness)
-                sk32 = {"ms_per_iter": float("nan")}
                 print(f"{'':13}(scikit-learn float32 failed on {w.name}: {sk32.get('error')})")
+                sk32 = {"ms_per_iter": float("nan")}
             sk64 = next(r for r in results["em"] if r["workload"] == w.name)["sklearn_ms"]
             diff = rel_diff(gm32["params"], ours64[w.name]["params"])
             if diff > 1e-4:
                 failures.append(f"{w.name} float32: {diff:.2e} from our float64 fit")
+            gflops = useful_flops(w.covariance_type, n, w.d, w.k) / (gm32["ms_per_iter"] * 1e6)
+            mark = "<=" if gm32["upper_bound"] else "  "
             print(
                 f"{w.name:<13}{fmt_ms(sk64)} {fmt_ms(sk32['ms_per_iter'])} "
-                f"{fmt_ms(gm32['ms_per_iter'])} {sk64 / gm32['ms_per_iter']:7.1f}x "
-                f"{sk32['ms_per_iter'] / gm32['ms_per_iter']:7.1f}x {diff:8.1e}",
+                f"{mark}{fmt_ms(gm32['ms_per_iter'])[2:]} {sk64 / gm32['ms_per_iter']:7.1f}x "
+                f"{sk32['ms_per_iter'] / gm32['ms_per_iter']:7.1f}x {gflops:8.2f} "
+                f"{gflops / roof['sgemm_gflops']:6.0%} {diff:8.1e}",
                 flush=True,
             )
             results["float32"].append(
                 {
                     "workload": w.name, "sklearn64_ms": sk64, "sklearn32_ms": sk32["ms_per_iter"],
-                    "gaussmix32_ms": gm32["ms_per_iter"], "max_rel_diff_vs_f64": diff,
+                    "gaussmix32_ms": gm32["ms_per_iter"], "gflops": gflops,
+                    "max_rel_diff_vs_f64": diff,
                 }
-            )
+            )  # fmt: skip
         if results["float32"]:
             ratios = [r["sklearn64_ms"] / r["gaussmix32_ms"] for r in results["float32"]]
-            ratios = [r for r in ratios if np.isfinite(r)] or [float("nan")]
             med = statistics.median(ratios)
             print(f"float32 median speedup vs scikit-learn float64: {med:.1f}x")
 
-    w4 = next((w for w in WORKLOADS if w.name == "W4"), None)
-    if w4 is not None and any(w.name == "W4" for w in chosen):
+    if not args.no_predict:
+        print()
+        print(f"{'predictions':<13}{'op':>14} {'sklearn ms':>11} {'gaussmix ms':>12} "
+              f"{'speedup':>8} {'max |diff|':>10}")
+        for w in chosen:
+            if not w.headline or (args.quick and w.name != "W4"):
+                continue
+            pred = run_child({"kind": "predict", "workload": asdict(w), "n": rows(w)}, in_process)
+            results["predict"].append({"workload": w.name, **pred})
+            for op in ("predict_proba", "score_samples"):
+                sk_ms, gm_ms = pred[f"sklearn_{op}_ms"], pred[f"gaussmix_{op}_ms"]
+                print(
+                    f"{w.name:<13}{op:>14} {fmt_ms(sk_ms):>11} {fmt_ms(gm_ms):>12} "
+                    f"{sk_ms / gm_ms:7.1f}x {pred[f'{op}_max_abs_diff']:10.1e}",
+                    flush=True,
+                )
+
+    w4 = next((w for w in chosen if w.name == "W4"), None)
+    if w4 is not None:
         n = rows(w4)
         print()
-        pred = run_child({"kind": "predict", "workload": asdict(w4), "n": n}, in_process)
-        results["predict"] = pred
-        print(f"W4 predictions ({n} rows)   sklearn ms  gaussmix ms  speedup  max |diff|")
-        for op in ("predict_proba", "score_samples"):
-            s, g = pred[f"sklearn_{op}_ms"], pred[f"gaussmix_{op}_ms"]
-            print(
-                f"  {op:<24}{fmt_ms(s)}    {fmt_ms(g)}  {s / g:6.1f}x  "
-                f"{pred[f'{op}_max_abs_diff']:.1e}"
-            )
         init = run_child({"kind": "init", "workload": asdict(w4), "n": n}, in_process)
         results["init"] = init
         em_ms = ours64["W4"]["ms_per_iter"] if "W4" in ours64 else float("nan")
@@ -534,8 +689,14 @@ def main(argv=None) -> int:
                 )
 
     info["load_average_end"] = os.getloadavg()
+    roof_end = rooflines(info["gaussmix_threads"])
+    results["limits_end"] = roof_end
     print()
     print(f"load    : {info['load_average_end'][0]:.2f} (1-min average at the end)")
+    print(
+        f"limits  : at the end dgemm {roof_end['dgemm_gflops']:.0f} GFLOP/s, sgemm "
+        f"{roof_end['sgemm_gflops']:.0f} GFLOP/s, memory copy {roof_end['copy_gbs']:.1f} GB/s"
+    )
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=1, default=float)
