@@ -538,3 +538,133 @@ def test_unreachable_scheduler_is_one_line(ws):
     (line,) = proc.stderr.splitlines()
     assert line.startswith("gaussmix: error: cannot connect to the Dask scheduler at tcp://")
     assert not (ws / "never.gmm").exists()
+
+
+# --------------------------------------------------------------------------- issue 15
+_NO_SKLEARN = """
+import sys
+from gaussmix.cli import main
+sys.argv = ["gaussmix", *sys.argv[1:]]
+try:
+    main()
+except SystemExit as exc:
+    code = exc.code
+print("sklearn" in sys.modules, "scipy" in sys.modules, code, file=sys.stderr)
+"""
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["fit", "nope.csv", "-k", "2"],
+        ["fit", "faithful.csv", "-k", "2", "-o", "no/such/x.gmm"],
+        ["predict", "f.gmm", "nope.csv"],
+        ["predict", "f.gmm", "faithful.csv", "-o", "no/such/x.csv"],
+        ["score", "f.gmm", "nope.csv"],
+        ["select", "nope.csv"],
+        ["select", "faithful.csv", "-o", "no/such/x.gmm"],
+        ["report", "nope.csv"],
+        ["sample", "f.gmm", "-n", "3", "-o", "no/such/x.csv"],
+        ["info", "nope.gmm"],
+        ["predict", "corrupt.gmm", "faithful.csv"],
+    ],
+    ids=lambda a: "-".join(a[:2]) + ("-output" if "-o" in a else ""),
+)
+def test_errors_appear_before_scikit_learn_is_imported(ws, args):
+    """Arguments and files are checked first: the error costs no scikit-learn import (1.6 s
+    before the fix, on every mistyped file name)."""
+    env = {k: v for k, v in os.environ.items() if k != "GAUSSMIX_DEBUG"}
+    proc = subprocess.run([sys.executable, "-c", _NO_SKLEARN, *args], cwd=ws, env=env,
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    error, verdict = proc.stderr.splitlines()
+    assert error.startswith("gaussmix: error: ")
+    sklearn_loaded, _, code = verdict.split()
+    assert (sklearn_loaded, code) == ("False", "1"), proc.stderr
+
+
+def test_saving_into_a_missing_folder_names_the_users_path(ws):
+    proc = invoke("fit", ws / "faithful.csv", "-k", "2", "-q", "-o", ws / "no" / "x.gmm")
+    assert proc.returncode == 1
+    target, folder = ws / "no" / "x.gmm", ws / "no"
+    assert proc.stderr == f"gaussmix: error: {target}: folder {folder} does not exist\n"
+
+
+@pytest.mark.parametrize("value", ["0", "false", "no", "off", ""])
+def test_gaussmix_debug_zero_means_off(ws, value):
+    def with_debug(setting):
+        env = {**os.environ, "GAUSSMIX_DEBUG": setting}
+        return subprocess.run([str(SCRIPT), "fit", "nope.csv", "-k", "2"], cwd=ws, env=env,
+                              capture_output=True, text=True, timeout=60)  # fmt: skip
+
+    proc = with_debug(value)
+    assert proc.returncode == 1
+    assert proc.stderr == "gaussmix: error: nope.csv: no such file\n"
+    if value == "0":
+        assert "Traceback" in with_debug("1").stderr  # ... and 1 still means on
+
+
+def test_bare_gaussmix_prints_the_usage_as_click_does(ws):
+    proc = run(cwd=ws)
+    assert proc.returncode == 2 and proc.stdout == ""
+    lines = proc.stderr.splitlines()
+    assert lines[0] == "Usage: gaussmix [OPTIONS] COMMAND [ARGS]..."
+    assert len(lines) > 10 and "gaussmix: error" not in proc.stderr
+    assert any(line.split()[:1] == ["fit"] for line in lines)  # the command list, one a line
+
+
+@pytest.mark.parametrize("seed", ["-1", str(2**32)])
+def test_seed_out_of_numpys_range_is_a_usage_error(ws, seed):
+    for args in (["fit", ws / "faithful.csv", "-k", "2", "-o", ws / "seed.gmm"],
+                 ["sample", ws / "f.gmm", "-n", "3"],
+                 ["select", ws / "faithful.csv", "--k-max", "2"]):  # fmt: skip
+        proc = invoke(*args, "--seed", seed)
+        assert proc.returncode == 2, proc.stderr
+        assert "Invalid value for '--seed'" in proc.stderr
+    assert not (ws / "seed.gmm").exists()
+
+
+_READ_10_BYTES = """
+import subprocess, sys
+proc = subprocess.Popen(sys.argv[1:], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+proc.stdout.read(10)
+proc.stdout.close()  # the reader goes away, as `| head -c 10` does
+print(proc.wait(), repr(proc.stderr.read().decode()))
+"""
+
+
+@pytest.mark.parametrize("fmt", [[], ["--json"]], ids=["csv", "json"])
+def test_closed_pipe_exits_141_quietly_in_every_format(ws, fmt):
+    """Decision: 141 (as a program killed by SIGPIPE, like cat), silent, CSV and JSON alike."""
+    proc = subprocess.run(
+        [sys.executable, "-c", _READ_10_BYTES, str(SCRIPT), "sample", "f.gmm", "-n", "200000",
+         *fmt], cwd=ws, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.stdout.strip() == "141 ''"
+
+
+def test_outputs_have_the_umask_mode(ws):
+    old = os.umask(0o022)
+    try:
+        ok(invoke("predict", ws / "f.gmm", ws / "faithful.csv", "-o", ws / "mode.csv"))
+        ok(invoke("sample", ws / "f.gmm", "-n", "5", "-o", ws / "mode-s.csv"))
+        ok(invoke("fit", ws / "faithful.csv", "-k", "2", "-q", "-o", ws / "mode.gmm"))
+    finally:
+        os.umask(old)
+    for name in ("mode.csv", "mode-s.csv", "mode.gmm"):
+        assert (ws / name).stat().st_mode & 0o777 == 0o644, name
+
+
+@pytest.mark.slow
+def test_demo_without_output_uses_a_fresh_private_folder(tmp_path, monkeypatch):
+    import tempfile
+
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (tmp_path / "gaussmix-demo").symlink_to(victim)  # planted at the old fixed path
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    payload = json.loads(ok(invoke("demo", "--json", "-q")).stdout)
+    report = Path(payload["report"])
+    assert report.parent.parent == tmp_path and report.parent.name.startswith("gaussmix-demo")
+    assert not report.parent.is_symlink()
+    assert report.parent.stat().st_mode & 0o777 == 0o700
+    assert list(victim.iterdir()) == []
