@@ -18,6 +18,9 @@ from gaussmix.backends import Executor
 
 __all__ = ["EMProgress", "EMResult", "best_of", "run_em"]
 
+# K·d² below which the M-step's matrices are too small for BLAS to wake its threads, so
+# holding it to one (~15-400 µs through threadpoolctl) would cost more than the M-step itself
+_BLAS_LIMIT_WORK = 4096
 _blas = None  # threadpoolctl controller of the loaded BLAS libraries, made on first use
 
 
@@ -138,8 +141,11 @@ def run_em(
                 "the log-likelihood became non-finite during EM; rescale the data or "
                 "increase reg_covar"
             )
-        with _one_blas_thread():
-            # the E-step's parameters warm-start iterative M-steps (VEI, EVE, ...)
+        # the E-step's parameters warm-start iterative M-steps (VEI, EVE, ...)
+        if stats.sx.size * stats.sx.shape[1] >= _BLAS_LIMIT_WORK:
+            with _one_blas_thread():
+                result.params = m_step(stats, model, reg_covar, result.params)
+        else:
             result.params = m_step(stats, model, reg_covar, result.params)
         result.lower_bound = lower_bound
         result.lower_bounds.append(lower_bound)
