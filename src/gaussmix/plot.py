@@ -483,7 +483,9 @@ def criteria(
     ks = selection.k_values
     table = selection.values(criterion)
     for c, t in enumerate(selection.covariance_types):
-        ax.plot(ks, table[:, c], marker="o", markersize=4, label=t)
+        # mclust's 14 models and more outrun the 10 colours: later curves are dashed
+        ax.plot(ks, table[:, c], marker="o", markersize=4, label=t,
+                linestyle="-" if c < 10 else "--")  # fmt: skip
     best = selection.best_row
     ax.plot([best.n_components], [getattr(best, criterion)], marker="*", markersize=16,
             color="gold", markeredgecolor="black", linestyle="", label="selected")  # fmt: skip

@@ -149,9 +149,12 @@ class SelectionResult:
         ks = self.k_values
         k_text = f"{ks[0]}..{ks[-1]}" if ks == list(range(ks[0], ks[-1] + 1)) else str(ks)
         value = getattr(best, self.criterion)
+        types = self.covariance_types
+        # a full list of mclust's 14 models would not be compact
+        t_text = "/".join(types) if len(types) <= 4 else f"{len(types)} covariance models"
         return (
             f"SelectionResult({self.criterion.upper()} over K={k_text} x "
-            f"{'/'.join(self.covariance_types)} on {self.n_samples} rows: best K="
+            f"{t_text} on {self.n_samples} rows: best K="
             f"{best.n_components} {best.covariance_type} ({self.criterion.upper()} {value:.4g})"
             + (f", {failed} cell(s) failed" if failed else "")
             + ")"
