@@ -7,10 +7,14 @@ one pass over the rows held sorted by missingness pattern:
   ``T = L⁻¹ Σ_om``, the regression ``Σ_oo⁻¹ Σ_om = L⁻ᵀ T`` and the conditional covariance
   ``Σ_mm - Tᵀ T``, computed in scalar loops (microseconds at small d) each time a work item
   starts a pattern;
-- per row, the whitened residuals ``L⁻¹ (x_o - μ_o)`` (a triangular product) of every
-  component, the log-sum-exp, then, for the components whose responsibility is not an exact
-  zero (log-ratio below ``cut``, as in the cpu engine), the conditional means and the
-  first and second moments of the completed row (upper triangle).
+- per tile of up to ``TILE`` rows of one pattern, held transposed (rows innermost, so that
+  the loops over rows vectorise, as in the cpu engine's fused kernel): the whitened residuals
+  ``L⁻¹ (x_o - μ_o)`` (a triangular product) of every component, the log-sum-exp with the cpu
+  engine's polynomial ``exp``, then, per component with a responsibility in the tile that is
+  not an exact zero (log-ratio below -600), the completed rows (observed entries and
+  conditional means, centred on the shift) and their first and second moments (upper
+  triangle);
+- per work item, the conditional covariances weighted by its summed responsibilities.
 
 Rows are cut into *work items* (at most ``ITEM_ROWS`` rows of one pattern) and the items into
 a number of contiguous *groups* fixed by the data; threads take groups, each group has its own
