@@ -536,3 +536,16 @@ def test_scale_check_sees_past_nan():
     X[4, 1] = 1e200
     with pytest.raises(ValueError, match="values up to 1e\\+200"):
         GaussianMixture(2).fit(X)
+
+
+def test_readme_example_prints_what_the_readme_says(capsys):
+    from pathlib import Path
+
+    text = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
+    section = text.split("## Missing values", 1)[1]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    printed = section.split("prints", 1)[1].split("```\n", 1)[1].split("```", 1)[0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        exec(compile(code, "README.md", "exec"), {})
+    assert capsys.readouterr().out == printed
