@@ -287,3 +287,24 @@ def test_info_command_prints_the_summary(tmp_path):
     payload = json.loads(out.output)
     assert payload["summary"]["n_parameters"] == s.n_parameters
     assert payload["summary"]["bic"] is None
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    K=st.integers(1, 4),
+    d=st.integers(2, 5),
+    covariance_type=st.sampled_from(FOUR),
+)
+def test_joint_is_marginal_times_conditional(seed, K, d, covariance_type):
+    """log p(x, y) = log p(x) + log p(y | x): the lecture notes' product rule, at random points."""
+    model = _random_mixture(seed, K, d, covariance_type)
+    given_idx = _split(seed, d)
+    rest = np.setdiff1d(np.arange(d), given_idx)
+    point = np.random.default_rng(seed + 4).normal(0.0, 2.0, d)
+    joint = model.score_samples(point[None, :])[0]
+    marginal = model.marginal(given_idx.tolist()).score_samples(point[None, given_idx])[0]
+    conditional = model.condition(given_idx.tolist(), point[given_idx])
+    assert list(conditional.means_.shape) == [K, rest.size]
+    log_cond = conditional.score_samples(point[None, rest])[0]
+    assert joint == pytest.approx(marginal + log_cond, rel=1e-10, abs=1e-10)
