@@ -121,6 +121,18 @@ def test_engines_agree():
 
 
 @pytest.mark.slow
+def test_dask_engine():
+    pytest.importorskip("dask.array")
+    X, y = _sine(2000)
+    kw = dict(random_state=0, tol=1e-8, max_iter=500)
+    ref = GaussianMixtureRegressor(5, engine="numpy", **kw).fit(X, y)
+    reg = GaussianMixtureRegressor(5, engine="dask", **kw).fit(X, y)
+    np.testing.assert_allclose(reg.predict(X), ref.predict(X), rtol=1e-6, atol=1e-6)
+    with pytest.raises(TypeError, match="file path"):
+        GaussianMixtureRegressor(2, engine="stream").fit(X, y)
+
+
+@pytest.mark.slow
 def test_torch_engine():
     pytest.importorskip("torch")
     X, y = _sine(400)

@@ -36,6 +36,8 @@ class GaussianMixtureRegressor(RegressorMixin, BaseEstimator):
         weighted average of constant component means (a soft piecewise-constant fit).
     tol, reg_covar, max_iter, n_init, init_params, random_state, engine, chunk_size, dtype, device
         Passed to the joint :class:`~gaussmix.GaussianMixture`; same meaning and defaults.
+        With ``engine="dask"`` the stacked [X, y] is handed over as a Dask array; "stream"
+        reads files, so it does not apply to in-memory X and y.
 
     Attributes
     ----------
@@ -115,6 +117,11 @@ class GaussianMixtureRegressor(RegressorMixin, BaseEstimator):
         y = np.asarray(y, dtype=np.float64)
         Y = y.reshape(y.shape[0], -1)
         joint = np.column_stack([X, Y])
+        if self.engine == "dask":
+            # the dask engine runs on dask collections: the in-memory [X, y] as one, in blocks
+            import dask.array as da
+
+            joint = da.from_array(joint, chunks=(max(1024, -(-joint.shape[0] // 8)), -1))
         mixture = self._mixture().fit(joint, sample_weight=sample_weight)
         self.mixture_ = mixture
         self.n_outputs_ = int(Y.shape[1])
