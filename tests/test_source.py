@@ -155,6 +155,15 @@ def test_missing_values_as_nan_when_asked(tmp_path, engine):
         read_table(path, allow_nan=True)
 
 
+def test_a_quoted_empty_line_is_a_missing_value_not_a_blank_line(tmp_path, engine):
+    # '""' is a cell (Arrow reads it so); found by the hypothesis test below
+    path = tmp_path / "d.csv"
+    path.write_bytes(b'a\n1\n""\n  \n3\n')
+    np.testing.assert_array_equal(read_table(path, allow_nan=True).X, [[1], [np.nan], [3]])
+    with pytest.raises(DataError, match="column 'a' has a missing value at line 3"):
+        read_table(path)
+
+
 def test_a_first_line_with_missing_values_is_data_when_it_has_a_number(tmp_path, engine):
     path = tmp_path / "d.csv"
     path.write_text("1,NA\n3,4\n")

@@ -536,8 +536,9 @@ def _python_blocks(source, start_byte, stop_byte, columns, chunk_rows, allow_nan
         reader = csv.reader(text, delimiter=source.delimiter)
         try:
             for fields in reader:
-                if not fields or (len(fields) == 1 and not fields[0].strip(" \t")):
-                    continue  # a blank line
+                if not fields or (len(fields) == 1 and fields[0] and not fields[0].strip(" \t")):
+                    # a blank line; [''] is '""', a quoted empty cell (a missing value, as Arrow)
+                    continue
                 if len(fields) != width:
                     check(held, lines)  # an earlier bad value is the first error
                     raise DataError(
