@@ -157,24 +157,52 @@ def _delay() -> float:
 class _DelayedProgress:
     """A rich progress bar on stderr that appears only once work has run for a while.
 
+    The bar covers the whole block: a timer shows it once the delay has passed even while no
+    iteration reports (reading, initialisation, a final pass over the data), and
+    :meth:`stage` names what runs between iterations.
+
     Subclasses name their columns (``_columns``) and the task's extra fields (``_fields``).
     """
 
     def __init__(self, enabled: bool, label: str, total: int | None) -> None:
+        import threading
+
         self.enabled = enabled
         self.label = label
         self.total = total
         self.progress = None
         self.task = None
         self.start = time.perf_counter()
+        self._lock = threading.Lock()
+        self._timer: Any = None
+        self._stage = ""
 
     def __enter__(self):
+        import threading
+
         self.start = time.perf_counter()
+        if self.enabled:
+            self._timer = threading.Timer(_delay(), self._ready)
+            self._timer.daemon = True
+            self._timer.start()
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        if self.progress is not None:
-            self.progress.stop()
+        if self._timer is not None:
+            self._timer.cancel()
+        with self._lock:
+            if self.progress is not None:
+                self.progress.stop()
+            self.enabled = False  # a late timer draws nothing
+
+    def stage(self, text: str) -> None:
+        """Name the work now running (shown after the label until the next iteration)."""
+        self._stage = text
+        if self._ready():
+            self.progress.update(self.task, description=self._description(), refresh=True)
+
+    def _description(self) -> str:
+        return f"{self.label}: {self._stage}" if self._stage else self.label
 
     def _columns(self) -> list:
         raise NotImplementedError
@@ -184,18 +212,23 @@ class _DelayedProgress:
 
     def _ready(self) -> bool:
         """Whether the bar is shown (starting it once the delay has passed)."""
-        if not self.enabled or self.total is None:
-            return False
-        if self.progress is None:
-            if time.perf_counter() - self.start < _delay():
+        with self._lock:  # the timer's thread and the work's callbacks both come here
+            if not self.enabled or self.total is None:
                 return False
-            from rich.console import Console
-            from rich.progress import Progress
+            if self.progress is None:
+                if time.perf_counter() - self.start < _delay():
+                    return False
+                from rich.console import Console
+                from rich.progress import Progress
 
-            self.progress = Progress(*self._columns(), console=Console(stderr=True), transient=True)
-            self.progress.start()
-            self.task = self.progress.add_task(self.label, total=self.total, **self._fields())
-        return True
+                self.progress = Progress(
+                    *self._columns(), console=Console(stderr=True), transient=True
+                )
+                self.progress.start()
+                self.task = self.progress.add_task(
+                    self._description(), total=self.total, **self._fields()
+                )
+            return True
 
 
 class _FitProgress(_DelayedProgress):
@@ -224,6 +257,7 @@ class _FitProgress(_DelayedProgress):
         return {"ll": "", "delta": ""}
 
     def __call__(self, p) -> None:
+        self._stage = ""  # EM is iterating
         if not self._ready():
             return
         init = f" init {p.init + 1}/{self.n_init}" if self.n_init > 1 else ""
@@ -534,9 +568,12 @@ def fit(data, k, covariance_type, init, n_init, max_iter, tol, reg_covar, seed, 
         # how it reads; the fit keeps the header's names itself
         source = SelectedColumns(path, wanted) if wanted is not None else str(path)
         model = GaussianMixture(k, engine="stream", **params)
-        with progress:
+        with progress:  # the bar covers the whole run: reading, start, EM, the last pass
+            progress.stage("reading the file, initialising")
             model = _quietly(model.fit, source, callback=progress)
-        log_density = _predict_array(model, source, "score_samples")
+            # the saved model's log-likelihood: one more pass, on the fit's compiled kernels
+            progress.stage("log-likelihood of every row")
+            log_density = _predict_array(model, source, "score_samples")
         n_rows = int(log_density.shape[0])
         log_likelihood = float(np.sum(log_density))
     elif scheduler:
@@ -550,9 +587,11 @@ def fit(data, k, covariance_type, init, n_init, max_iter, tol, reg_covar, seed, 
 
         model = GaussianMixture(k, engine=engine, **params)
         with progress:
+            progress.stage("initialising")
             model = _quietly(model.fit, table.X, callback=progress)
+            progress.stage("log-likelihood of every row")
+            log_likelihood = float(np.sum(model.score_samples(table.X)))
         n_rows = table.X.shape[0]
-        log_likelihood = float(np.sum(model.score_samples(table.X)))
         if table.has_header:
             model.feature_names_in_ = np.asarray(table.columns, dtype=object)
     model.save(out)

@@ -683,7 +683,10 @@ class GaussianMixture(DistributionMixin, DensityMixin, BaseEstimator):
             with np.errstate(over="ignore"):
                 _check_representable(params, X)
                 return getattr(_mixture, op)(params, X)
-        if resolve_engine(self.engine, X) == "cpu":
+        # a model fitted on a file (engine="stream") runs its row operations, on arrays and on
+        # the stream engine's chunks alike, on the compiled kernels its fit used
+        engine = "auto" if self.engine == "stream" else self.engine
+        if resolve_engine(engine, X) == "cpu":
             out = engine_module("cpu").row_op(params, X, op)
             if out is not None:
                 return out

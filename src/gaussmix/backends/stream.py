@@ -44,7 +44,6 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from gaussmix import _mixture
 from gaussmix._params import MixtureParams
 from gaussmix._source import (
     DataError,
@@ -758,11 +757,11 @@ def predict_op(estimator: Any, X: str | os.PathLike, op: str) -> NDArray:
             f"{estimator.n_features_in_} features as input (a weight column in the file is "
             f"read as a feature here: write the features alone, or pass an array)"
         )
-    params = estimator._fitted_params()
-    fn = getattr(_mixture, op)
     out = None
     for start, Xc, _ in executor.chunks(_PLAIN_CHUNK_ROWS):
-        part = fn(params, Xc)
+        # each chunk as an in-memory array: the compiled row kernels (the fit's engine), with
+        # the estimator's fallbacks (missing values, rows far from the model) to the numpy maths
+        part = estimator._in_memory_op(Xc, op)
         if out is None:
             out = np.empty((executor.n_samples, *part.shape[1:]), dtype=part.dtype)
         out[start : start + part.shape[0]] = part
