@@ -244,7 +244,8 @@ def ellipses(
     means = np.asarray(model.means_, dtype=np.float64)
     K = means.shape[0]
     covs = full_covariances(model._fitted_params())
-    if labels is None and X is not None:
+    own = labels is None
+    if own and X is not None:
         labels = np.asarray(_call(model, "predict", X))
     classes, palette, colors, label_text = [], [], None, []
     if X is not None:
@@ -252,6 +253,8 @@ def ellipses(
         if labels.shape != (X.shape[0],):
             raise ValueError(f"labels must have shape ({X.shape[0]},), got {labels.shape}")
         classes, palette, colors, label_text = _colors_for(labels)
+        if own:
+            label_text = [f"component {c}" for c in classes]
     if len(f) == 1:
         (fx,) = f
         ax.set_xlabel(names[fx], parse_math=False)
