@@ -88,6 +88,21 @@ def test_e_step_equals_reference(shape, covariance_type, weighted):
     _assert_stats_close(ours32, ref64, 1e-4)
 
 
+@pytest.mark.parametrize("offset", [0.0, 1e4])
+def test_quadratic_form_path_far_from_the_origin(offset):
+    # the float64 BLAS path expands each Mahalanobis term around the weighted mean of the
+    # means: far from the origin nothing may cancel, a zero-weight component stays at zero
+    rng = np.random.default_rng(21)
+    n, d, K = 6000, 40, 5
+    params = _params(rng, K, d, "full", offset=offset, zero_weight=True)
+    X = _data(rng, n, params)
+    ours = CpuExecutor(X)
+    assert ours.uses_blas(params)
+    stats = ours.e_step(params)
+    _assert_stats_close(stats, NumpyExecutor(X).e_step(params), 1e-10)
+    assert stats.nk[-1] == 0.0
+
+
 @pytest.mark.parametrize("shape", SHAPES, ids=SHAPE_IDS)
 @pytest.mark.parametrize("covariance_type", ["full", "tied"])
 def test_lower_triangular_factors_from_precisions_init(shape, covariance_type):

@@ -653,3 +653,54 @@ def resp_from_split_projection(YL, YR, biasL, biasR, const, w, weighted, offset,
         scale = dt(wr) / tot
         for k in range(K):
             R[r, k] *= scale
+
+
+@nb.njit(**_JIT)
+def quadratic_features(X, c, F, xc):
+    """Rows of ``F``: ``[(x_i - c_i)(x_j - c_j) for i <= j], (x - c), 1`` for each row of ``X``.
+
+    With these features every component's log-joint is one dot product (with weights the
+    executor builds from the precision matrices), so all components' Mahalanobis terms are
+    one GEMM with a long inner dimension ``d(d+1)/2 + d + 1``: half the multiply-adds of
+    ``X @ [P_1 ... P_K]`` and an output of K, not K·d, columns. ``xc`` is a (d,) scratch.
+    Unsigned indices: signed ones carry a wrap-around check that keeps the inner loop from
+    vectorising.
+    """
+    m, d = X.shape
+    for r in range(m):
+        for i in range(d):
+            xc[i] = X[r, i] - c[i]
+        Fr = F[r]
+        idx = np.uint64(0)
+        for i in range(d):
+            xi = xc[i]
+            n = np.uint64(d - i)
+            base = np.uint64(i)
+            for j in range(n):
+                Fr[idx + np.uint64(j)] = xi * xc[base + np.uint64(j)]
+            idx += n
+        for i in range(d):
+            Fr[idx + np.uint64(i)] = xc[i]
+        Fr[idx + np.uint64(d)] = 1.0
+
+
+@nb.njit(**_JIT)
+def resp_from_log_joint(L, w, weighted, offset, cut, R, lognorm):
+    """Weighted responsibilities ``R`` and ``lognorm`` (as :func:`resp_from_projection`)
+    from the log-joint ``L[r, k] = log φ_k + log N(x_r; μ_k, Σ_k)`` of a chunk."""
+    m, K = L.shape
+    dt = L.dtype.type
+    for r in range(m):
+        mx = L[r, 0]
+        for k in range(1, K):
+            mx = max(mx, L[r, k])
+        tot = dt(0.0)
+        for k in range(K):
+            e = exp_nonpos(L[r, k] - mx, cut)
+            R[r, k] = e
+            tot += e
+        wr = w[offset + r] if weighted else 1.0
+        lognorm[r] = wr * (mx + math.log(tot))
+        scale = dt(wr) / tot
+        for k in range(K):
+            R[r, k] *= scale

@@ -66,6 +66,8 @@ _MAX_GROUPS = 64
 # elements of a chunk temporary in the BLAS path (rows × K·d): 16 MiB in float64; larger
 # chunks make the per-component scatter GEMMs (d × rows × d) more efficient
 _BLAS_CHUNK_ELEMENTS = 1 << 21
+# elements of the quadratic-feature block (rows × (d(d+1)/2 + d + 1)): about L2-sized
+_QUAD_FEATURE_ELEMENTS = 1 << 18
 
 
 def _kernels():
@@ -178,6 +180,28 @@ def prepare(params: MixtureParams, shift: NDArray, dtype: np.dtype) -> _Prepared
         shift=shift_w,
         shift_error=shift_w.astype(np.float64) - shift,
     )
+
+
+def _quadratic_weights(params: MixtureParams, P: NDArray, const: NDArray):
+    """``(c, W)``: ``features(x) @ W`` is every component's log-joint (float64).
+
+    ``features`` are those of :func:`_cpu_kernels.quadratic_features` around ``c``, the
+    weighted mean of the means (so that the expanded form ``x'Λx' - 2 x'Λm + m'Λm`` of each
+    Mahalanobis term, with ``x' = x - c`` and ``m = μ_k - c``, does not cancel far from the
+    origin). Off-diagonal products appear once, so their weight is ``-Λ_ij``, the diagonal's
+    ``-Λ_ii / 2``.
+    """
+    d = params.means.shape[1]
+    centre = np.ascontiguousarray(params.weights @ params.means)
+    lam = np.matmul(P, np.swapaxes(P, 1, 2))  # precision matrices P_k P_kᵀ
+    mk = params.means - centre
+    iu, ju = np.triu_indices(d)
+    quad = -lam[:, iu, ju]
+    quad[:, iu == ju] *= 0.5
+    lin = np.einsum("kij,kj->ki", lam, mk)
+    const_k = const - 0.5 * np.einsum("ki,ki->k", mk, lin)
+    W = np.concatenate([quad, lin, const_k[:, None]], axis=1).T
+    return centre, np.ascontiguousarray(W)
 
 
 def _recentre(nk, sx, sxx, e, full):
@@ -420,10 +444,21 @@ class CpuExecutor:
             PR = np.array(P, dtype=dtype, order="C")
             biasR = np.array(params.means @ P, dtype=dtype, order="C")
         m = int(max(64, min(rows, _BLAS_CHUNK_ELEMENTS // (K * d))))
+        # float64: every component's log-joint from quadratic features of the rows, one GEMM
+        # of half the work above (float32 keeps the projections: the expanded quadratic form
+        # cancels too much in single precision)
+        quad = per_component and dtype == np.float64
+        if quad:
+            centre, Wq = _quadratic_weights(params, P, prep.const)
+            mq = int(max(8, min(m, _QUAD_FEATURE_ELEMENTS // Wq.shape[0])))
 
         def task(first, step):
-            YL = np.empty((m, PL.shape[1] if per_component else 0), dtype=dtype)
-            YR = np.empty((m, PR.shape[1]), dtype=dtype)
+            if quad:
+                F = np.empty((mq, Wq.shape[0]))
+                L = np.empty((m, K))
+                xc = np.empty(d)
+            YL = np.empty((0 if quad else m, PL.shape[1] if per_component else 0), dtype=dtype)
+            YR = np.empty((0 if quad else m, PR.shape[1]), dtype=dtype)
             R = np.empty((m, K), dtype=dtype)
             lognorm = np.empty(m)
             Z = np.empty(K * m * d, dtype=dtype)
@@ -438,8 +473,14 @@ class CpuExecutor:
                     e = min(stop_g, s + m)
                     c = e - s
                     Xc = X[s:e]
-                    np.matmul(Xc, PR, out=YR[:c])
-                    if per_component:
+                    if quad:
+                        for q in range(0, c, mq):
+                            cq = min(c, q + mq) - q
+                            _k.quadratic_features(Xc[q : q + cq], centre, F[:cq], xc)
+                            np.matmul(F[:cq], Wq, out=L[q : q + cq])
+                        _k.resp_from_log_joint(L[:c], w, weighted, s, cut, R[:c], lognorm[:c])
+                    elif per_component:
+                        np.matmul(Xc, PR, out=YR[:c])
                         if h:
                             np.matmul(Xc[:, :h], PL, out=YL[:c])
                         _k.resp_from_split_projection(
@@ -456,6 +497,7 @@ class CpuExecutor:
                             lognorm[:c],
                         )
                     else:
+                        np.matmul(Xc, PR, out=YR[:c])
                         _k.resp_from_projection(
                             YR[:c],
                             biasR,
