@@ -375,3 +375,23 @@ def test_read_dask_of_npy_and_parquet_follows_read_table(tmp_path):
             read_table(tmp_path / name)
         with pytest.raises(DataError, match=rf"column '{column}' has a missing value at row 7"):
             read_dask(tmp_path / name)[0].compute()
+
+
+def test_arrow_hands_over_to_the_csv_rules_mid_file(tmp_path):
+    # a cell only the csv rules decide (spaces: a missing value) deep in a file of several
+    # Arrow blocks: Arrow's rows before it are kept, the csv rules read on from there
+    rng = np.random.RandomState(0)
+    X = rng.standard_normal((25_000, 3))
+    lines = [",".join(f"{v:.17g}" for v in row) for row in X]
+    lines[20_000] = lines[20_000].split(",", 1)[0] + ",  ," + lines[20_000].rsplit(",", 1)[1]
+    path = tmp_path / "d.csv"
+    path.write_text("a,b,c\n" + "\n".join(lines) + "\n")
+    assert path.stat().st_size > 1 << 20  # more than one 1 MiB Arrow block
+    expected = X.copy()
+    expected[20_000, 1] = np.nan
+    source = sniff_text(path)
+    starts, blocks = zip(*text_blocks(source, [0, 1, 2], 7000, allow_nan=True), strict=True)
+    assert starts == tuple(range(0, 25_000, 7000))
+    np.testing.assert_array_equal(np.concatenate(blocks), expected)
+    with pytest.raises(DataError, match="column 'b' has a missing value at line 20002"):
+        read_table(path)
