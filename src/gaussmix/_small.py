@@ -8,19 +8,30 @@ the rows (no (n, K) temporaries, no threads to start), so that a grid over small
 by its arithmetic. It implements the executor protocol, so :func:`gaussmix._em.run_em` and
 every covariance model's M-step run on it unchanged; the conformance tests hold it to the
 numpy reference.
+
+Through ``run_em``, the M-step (a few dozen numpy calls: the constraint, batched Cholesky,
+solve, log-determinants) still costs hundreds of microseconds per iteration, tens of times the
+E-step's arithmetic on a few hundred rows. :func:`fit_small` runs the whole loop of one of
+mclust's 14 models (E-step, M-step, factorisation, convergence test) in one compiled call that
+releases the GIL, and reports a singular component as a status instead of raising, so that a
+grid's fits can also run in threads.
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import numpy as np
 from numba import njit
 from numpy.typing import NDArray
 
+from gaussmix._covariance import INNER_MAX_ITER, INNER_TOL, MCLUST_MODELS, _collapsed
 from gaussmix._gaussian import LOG_2PI
+from gaussmix._mm_kernel import mm_orientation_loop
 from gaussmix._params import MixtureParams
 from gaussmix._stats import SuffStats
 
-__all__ = ["SmallExecutor"]
+__all__ = ["NON_FINITE", "OK", "SmallExecutor", "SmallFit", "fit_small"]
 
 
 @njit(cache=True, nogil=True)
@@ -151,3 +162,762 @@ class SmallExecutor:
     def init_data(self, max_rows, rng):
         """All rows: they are already in memory."""
         return self.X, self.sample_weight
+
+
+# ------------------------------------------------------------------------------------------
+# The whole EM loop compiled: fit_small
+#
+# The E-step above, the M-step of every mclust model (the algorithms, tolerances and warm
+# starts of gaussmix._covariance, step for step) and the precision factorisation run in one
+# nogil compiled call per fit, so that an iteration costs its arithmetic and several fits can
+# run in threads. Results agree with run_em(SmallExecutor(X), ...) to rounding: the LAPACK
+# calls (eigh, svd) are the same, the small Cholesky factorisations, inverses, determinants
+# and sums are written out here in their textbook order.
+#
+# numba's cache is invalidated when this file changes, not when a function it calls from
+# another file does: after editing gaussmix._mm_kernel, delete __pycache__/_small.*.nbi.
+
+_JIT = {"cache": True, "nogil": True, "error_model": "numpy"}
+# m_step's guard (scikit-learn's): an empty component keeps finite parameters
+_EPS = 10 * np.finfo(np.float64).eps
+_TINY = np.finfo(np.float64).tiny
+#: status of a fit that ran without error
+OK = -1
+#: status of a fit whose log-likelihood became non-finite (run_em raises FloatingPointError)
+NON_FINITE = -2
+#: model name -> integer code of the compiled loop; codes below _N_DIAGONAL store (K, d)
+_CODES = {name: i for i, name in enumerate(MCLUST_MODELS)}
+_N_DIAGONAL = 6
+(_EII, _VII, _EEI, _VEI, _EVI, _VVI, _EEE, _VEE, _EVE, _VVE, _EEV, _VEV, _EVV, _VVV) = range(14)
+
+
+@njit(**_JIT)
+def _geo_mean(v):  # pragma: no cover - compiled
+    # det^(1/d) of a diagonal: 0 for a zero entry, nan for a negative one (caught later)
+    s = 0.0
+    for x in v:
+        s += np.log(x)
+    return np.exp(s / v.shape[0])
+
+
+@njit(**_JIT)
+def _fixed_point(lam, new, stall, tol):  # pragma: no cover - compiled
+    """_covariance._fixed_point_step: ``lam[:] = new``; returns (done, stall)."""
+    for x in new:
+        if not np.isfinite(x):
+            lam[:] = new
+            return True, stall
+    change = 0.0
+    for k in range(new.shape[0]):
+        c = abs(new[k] - lam[k]) / max(abs(new[k]), _TINY)
+        if c > change:
+            change = c
+    floor = change < 1e-13 and change >= stall
+    lam[:] = new
+    return change <= tol or floor, change
+
+
+@njit(**_JIT)
+def _cholesky(A, L):  # pragma: no cover - compiled
+    """Lower Cholesky factor of the (d, d) matrix ``A`` into ``L``; False where LAPACK's
+    potrf would fail (a pivot not > 0, nan included) or the factor is not finite."""
+    d = A.shape[0]
+    for j in range(d):
+        s = A[j, j]
+        for m in range(j):
+            s -= L[j, m] * L[j, m]
+        if not s > 0.0:
+            return False
+        ljj = np.sqrt(s)
+        if not np.isfinite(ljj):
+            return False
+        L[j, j] = ljj
+        for i in range(j + 1, d):
+            s = A[i, j]
+            for m in range(j):
+                s -= L[i, m] * L[j, m]
+            v = s / ljj
+            if not np.isfinite(v):
+                return False
+            L[i, j] = v
+        for i in range(j):
+            L[i, j] = 0.0
+    return True
+
+
+@njit(**_JIT)
+def _precision_factor(L, U):  # pragma: no cover - compiled
+    """``U = L⁻ᵀ`` (upper, precision ``U Uᵀ``) by forward substitution; returns ``log det U``."""
+    d = L.shape[0]
+    logdet = 0.0
+    # column j of L⁻¹ is row j of U
+    for j in range(d):
+        for i in range(d):
+            if i < j:
+                U[j, i] = 0.0
+                continue
+            s = 1.0 if i == j else 0.0
+            for m in range(j, i):
+                s -= L[i, m] * U[j, m]
+            U[j, i] = s / L[i, i]
+        logdet += np.log(U[j, j])
+    return logdet
+
+
+@njit(**_JIT)
+def _factor_full(cov, P, logdet):  # pragma: no cover - compiled
+    """Precision factors of (K, d, d) covariances; the first singular component or OK."""
+    K, d, _ = cov.shape
+    L = np.empty((d, d))
+    for k in range(K):
+        if not _cholesky(cov[k], L):
+            return k
+        logdet[k] = _precision_factor(L, P[k])
+    return OK
+
+
+@njit(**_JIT)
+def _factor_diag(cov, P, logdet):  # pragma: no cover - compiled
+    """DiagCovariance.precision_cholesky: every variance must be > 0 (nan is not)."""
+    K, d = cov.shape
+    for k in range(K):
+        for a in range(d):
+            if not cov[k, a] > 0.0:
+                return k
+    for k in range(K):
+        s = 0.0
+        for a in range(d):
+            P[k, a] = 1.0 / np.sqrt(cov[k, a])
+            s += np.log(P[k, a])
+        logdet[k] = s
+    return OK
+
+
+@njit(**_JIT)
+def _det(A):  # pragma: no cover - compiled
+    """Determinant by Gaussian elimination with partial pivoting (LAPACK getrf's pivots)."""
+    d = A.shape[0]
+    M = A.copy()
+    det = 1.0
+    for j in range(d):
+        p = j
+        for i in range(j + 1, d):
+            if abs(M[i, j]) > abs(M[p, j]):
+                p = i
+        if M[p, j] == 0.0:
+            return 0.0
+        if p != j:
+            for c in range(d):
+                t = M[j, c]
+                M[j, c] = M[p, c]
+                M[p, c] = t
+            det = -det
+        det *= M[j, j]
+        for i in range(j + 1, d):
+            f = M[i, j] / M[j, j]
+            for c in range(j + 1, d):
+                M[i, c] -= f * M[j, c]
+    return det
+
+
+@njit(**_JIT)
+def _sorted_eigh(A, omega, D):  # pragma: no cover - compiled
+    """_covariance._sorted_eigh of one matrix: eigenvalues decreasing, clipped at 0."""
+    d = A.shape[0]
+    e, v = np.linalg.eigh(A)
+    for j in range(d):
+        omega[j] = max(e[d - 1 - j], 0.0)
+        for i in range(d):
+            D[i, j] = v[i, d - 1 - j]
+
+
+@njit(**_JIT)
+def _mm_start(W, nk, prev, has_prev):  # pragma: no cover - compiled
+    """_mm_orientation's start: the common axes of ``prev`` (or of W / nk) and its shapes."""
+    K, d, _ = W.shape
+    start = np.empty((K, d, d))
+    usable = has_prev
+    if usable:
+        for x in prev.ravel():
+            if not np.isfinite(x):
+                usable = False
+                break
+    for k in range(K):
+        for a in range(d):
+            for b in range(d):
+                start[k, a, b] = prev[k, a, b] if usable else W[k, a, b] / nk[k]
+    # _common_eigenvectors: a generic positive combination of the matrices
+    combo = np.zeros((d, d))
+    for k in range(K):
+        tr = 0.0
+        for a in range(d):
+            tr += start[k, a, a]
+        coef = 1.0 + 0.37 * np.sin((k + 1) * 1.7)
+        c = coef / (tr if tr > 0 else 1.0)
+        for a in range(d):
+            for b in range(d):
+                combo[a, b] += c * start[k, a, b]
+    if not np.all(np.isfinite(combo)):
+        return np.eye(d), np.ones((K, d))
+    omega = np.empty(d)
+    D = np.empty((d, d))
+    _sorted_eigh(combo, omega, D)
+    A = np.empty((K, d))
+    good = True
+    for k in range(K):
+        for i in range(d):
+            s = 0.0
+            for j in range(d):
+                t = 0.0
+                for m in range(d):
+                    t += start[k, j, m] * D[m, i]
+                s += D[j, i] * t
+            A[k, i] = s
+        g = _geo_mean(A[k])
+        for i in range(d):
+            A[k, i] = A[k, i] / g
+            if not (np.isfinite(A[k, i]) and A[k, i] > 0):
+                good = False
+    if not good:
+        return np.eye(d), np.ones((K, d))
+    return D, A
+
+
+@njit(**_JIT)
+def _covariances_full(code, nk, W, prev, prev_logdet, has_prev, inner_tol, inner_max,
+                      cov):  # pragma: no cover - compiled
+    """Each general model's ``_covariances`` (before symmetrisation) into ``cov``."""
+    K, d, _ = W.shape
+    ntot = nk.sum()
+    if code == _EEE:
+        for a in range(d):
+            for b in range(d):
+                s = 0.0
+                for k in range(K):
+                    s += W[k, a, b]
+                for k in range(K):
+                    cov[k, a, b] = s / ntot
+    elif code == _VVV:
+        for k in range(K):
+            for a in range(d):
+                for b in range(d):
+                    cov[k, a, b] = W[k, a, b] / nk[k]
+    elif code == _EVV:
+        g = np.empty(K)
+        for k in range(K):
+            g[k] = max(_det(W[k]), 0.0) ** (1.0 / d)
+        lam = g.sum() / ntot
+        for k in range(K):
+            for a in range(d):
+                for b in range(d):
+                    cov[k, a, b] = lam * W[k, a, b] / g[k]
+    elif code == _VEE:
+        lam = np.ones(K)
+        if has_prev:
+            for k in range(K):
+                v = np.exp(-2.0 * prev_logdet[k] / d)  # det(Σ_k)^(1/d)
+                lam[k] = v if np.isfinite(v) else 1.0
+        new = np.empty(K)
+        C = np.empty((d, d))
+        L = np.empty((d, d))
+        U = np.empty((d, d))
+        stall = np.inf
+        for _ in range(inner_max):
+            C[:, :] = 0.0
+            for k in range(K):
+                inv = 1.0 / lam[k]
+                for a in range(d):
+                    for b in range(d):
+                        C[a, b] += inv * W[k, a, b]
+            det = _det(C)
+            scale = det ** (1.0 / d)
+            for a in range(d):
+                for b in range(d):
+                    C[a, b] = C[a, b] / scale
+            if not _cholesky(C, L):  # not positive definite: singular, reported below
+                cov[:, :, :] = np.nan
+                return
+            _precision_factor(L, U)  # C⁻¹ = U Uᵀ
+            for k in range(K):
+                tr = 0.0
+                for a in range(d):
+                    for b in range(d):
+                        ci = 0.0
+                        for m in range(d):
+                            ci += U[a, m] * U[b, m]
+                        tr += W[k, a, b] * ci
+                new[k] = tr / (d * nk[k])
+            done, stall = _fixed_point(lam, new, stall, inner_tol)
+            if done:
+                break
+        for k in range(K):
+            for a in range(d):
+                for b in range(d):
+                    cov[k, a, b] = lam[k] * C[a, b]
+    elif code == _EVE or code == _VVE:
+        variable = code == _VVE
+        D0, A0 = _mm_start(W, nk, prev, has_prev)
+        omega = np.empty(K)
+        for k in range(K):
+            omega[k] = np.linalg.eigvalsh(W[k])[d - 1]
+        D, A, target, ok = mm_orientation_loop(
+            W, nk, D0, A0, omega, variable, inner_tol, inner_max
+        )
+        if not ok:
+            cov[:, :, :] = np.nan
+            return
+        lam = 1.0 if variable else target / (ntot * d)
+        for k in range(K):
+            for i in range(d):
+                for m in range(d):
+                    s = 0.0
+                    for j in range(d):
+                        s += D[i, j] * A[k, j] * D[m, j]
+                    cov[k, i, m] = lam * s
+    else:  # EEV, VEV: each component's own axes
+        omega = np.empty((K, d))
+        D = np.empty((K, d, d))
+        for k in range(K):
+            _sorted_eigh(W[k], omega[k], D[k])
+        diag = np.zeros((K, d))
+        if code == _EEV:
+            for j in range(d):
+                s = 0.0
+                for k in range(K):
+                    s += omega[k, j]
+                for k in range(K):
+                    diag[k, j] = s / ntot
+        else:
+            lam = np.ones(K)
+            if has_prev:
+                for k in range(K):
+                    v = np.exp(-2.0 * prev_logdet[k] / d)
+                    lam[k] = v if np.isfinite(v) else 1.0
+            A = np.empty(d)
+            new = np.empty(K)
+            stall = np.inf
+            for _ in range(inner_max):
+                for j in range(d):
+                    s = 0.0
+                    for k in range(K):
+                        s += omega[k, j] / lam[k]
+                    A[j] = s
+                g = _geo_mean(A)
+                for j in range(d):
+                    A[j] = A[j] / g
+                for k in range(K):
+                    s = 0.0
+                    for j in range(d):
+                        s += omega[k, j] / A[j]
+                    new[k] = s / (d * nk[k])
+                done, stall = _fixed_point(lam, new, stall, inner_tol)
+                if done:
+                    break
+            for k in range(K):
+                for j in range(d):
+                    diag[k, j] = lam[k] * A[j]
+        for k in range(K):
+            for i in range(d):
+                for m in range(d):
+                    s = 0.0
+                    for j in range(d):
+                        s += D[k, i, j] * diag[k, j] * D[k, m, j]
+                    cov[k, i, m] = s
+
+
+@njit(**_JIT)
+def _covariances_diag(code, nk, W, prev, has_prev, inner_tol, inner_max,
+                      cov):  # pragma: no cover - compiled
+    """Each diagonal model's ``_covariances`` into ``cov`` (K, d)."""
+    K, d = W.shape
+    ntot = nk.sum()
+    if code == _EII:
+        s = 0.0
+        for k in range(K):
+            for a in range(d):
+                s += W[k, a]
+        cov[:, :] = s / (ntot * d)
+    elif code == _VII:
+        for k in range(K):
+            s = 0.0
+            for a in range(d):
+                s += W[k, a]
+            cov[k, :] = s / (nk[k] * d)
+    elif code == _EEI:
+        for a in range(d):
+            s = 0.0
+            for k in range(K):
+                s += W[k, a]
+            cov[:, a] = s / ntot
+    elif code == _EVI:
+        g = np.empty(K)
+        for k in range(K):
+            g[k] = _geo_mean(W[k])
+        lam = g.sum() / ntot
+        for k in range(K):
+            for a in range(d):
+                cov[k, a] = lam * W[k, a] / g[k]
+    elif code == _VVI:
+        for k in range(K):
+            for a in range(d):
+                cov[k, a] = W[k, a] / nk[k]
+    else:  # VEI: Celeux & Govaert's fixed point, warm-started from the previous volumes
+        lam = np.ones(K)
+        if has_prev:
+            for k in range(K):
+                lam[k] = _geo_mean(prev[k])
+        B = np.empty(d)
+        new = np.empty(K)
+        stall = np.inf
+        for _ in range(inner_max):
+            for a in range(d):
+                s = 0.0
+                for k in range(K):
+                    s += W[k, a] / lam[k]
+                B[a] = s
+            g = _geo_mean(B)
+            for a in range(d):
+                B[a] = B[a] / g
+            for k in range(K):
+                s = 0.0
+                for a in range(d):
+                    s += W[k, a] / B[a]
+                new[k] = s / (d * nk[k])
+            done, stall = _fixed_point(lam, new, stall, inner_tol)
+            if done:
+                break
+        for k in range(K):
+            for a in range(d):
+                cov[k, a] = lam[k] * B[a]
+
+
+@njit(**_JIT)
+def _m_step_diag(code, stats, shift, reg, prev, has_prev, inner_tol, inner_max, weights, means,
+                 cov):  # pragma: no cover - compiled
+    """gaussmix._stats.m_step for a diagonal model: new weights, means, covariances."""
+    nk0, sx, sxx = stats
+    K, d = shift.shape
+    nk = nk0 + _EPS
+    W = np.empty((K, d))
+    for k in range(K):
+        for a in range(d):
+            delta = sx[k, a] / nk[k]
+            means[k, a] = shift[k, a] + delta
+            W[k, a] = (sxx[k, a] - nk[k] * delta * delta) + nk[k] * reg
+    _covariances_diag(code, nk, W, prev, has_prev, inner_tol, inner_max, cov)
+    ntot = nk.sum()
+    for k in range(K):
+        weights[k] = nk[k] / ntot
+
+
+@njit(**_JIT)
+def _m_step_full(code, stats, shift, reg, prev, prev_logdet, has_prev, inner_tol, inner_max,
+                 weights, means, cov):  # pragma: no cover - compiled
+    """gaussmix._stats.m_step for a general model: new weights, means, covariances."""
+    nk0, sx, sxx = stats
+    K, d = shift.shape
+    nk = nk0 + _EPS
+    W = np.empty((K, d, d))
+    delta = np.empty(d)
+    finite = True
+    for k in range(K):
+        for a in range(d):
+            delta[a] = sx[k, a] / nk[k]
+            means[k, a] = shift[k, a] + delta[a]
+        for a in range(d):
+            for b in range(d):
+                W[k, a, b] = sxx[k, a, b] - nk[k] * delta[a] * delta[b]
+            W[k, a, a] += nk[k] * reg
+        for a in range(d):
+            for b in range(a):
+                v = (W[k, a, b] + W[k, b, a]) / 2.0
+                W[k, a, b] = v
+                W[k, b, a] = v
+                finite = finite and np.isfinite(v)
+            finite = finite and np.isfinite(W[k, a, a])
+    ntot = nk.sum()
+    for k in range(K):
+        weights[k] = nk[k] / ntot
+    if not finite:  # LAPACK refuses non-finite input: singular, reported by the caller
+        cov[:, :, :] = np.nan
+        return
+    _covariances_full(code, nk, W, prev, prev_logdet, has_prev, inner_tol, inner_max, cov)
+    for k in range(K):
+        for a in range(d):
+            for b in range(a):
+                v = (cov[k, a, b] + cov[k, b, a]) / 2.0
+                cov[k, a, b] = v
+                cov[k, b, a] = v
+
+
+@njit(**_JIT)
+def _fit_diag(X, w, wsum, code, weights, means, cov, reg, tol, max_iter, warm, start_lb,
+              inner_tol, inner_max):  # pragma: no cover - compiled
+    """run_em for a diagonal model; see :func:`fit_small`."""
+    K, d = means.shape
+    P = np.empty((K, d))
+    logdet = np.empty(K)
+    lbs = np.empty(max(max_iter, 0))
+    n_iter = 0
+    converged = False
+    status = _factor_diag(cov, P, logdet)
+    if status != OK:
+        return weights, means, cov, P, lbs[:0], n_iter, converged, status
+    prev = cov.copy()
+    has_prev = warm
+    new_w = np.empty(K)
+    new_m = np.empty((K, d))
+    new_c = np.empty((K, d))
+    new_P = np.empty((K, d))
+    new_ld = np.empty(K)
+    previous = start_lb
+    half_d_log_2pi = 0.5 * d * LOG_2PI
+    const = np.empty(K)
+    for it in range(max_iter):
+        for k in range(K):
+            const[k] = np.log(weights[k]) + logdet[k] - half_d_log_2pi
+        nk, sx, sxx, ll = _estep_diag(X, w, means, P, const, means)
+        lower_bound = ll / wsum
+        if not np.isfinite(lower_bound):
+            status = NON_FINITE
+            break
+        _m_step_diag(code, (nk, sx, sxx), means, reg, prev, has_prev, inner_tol, inner_max,
+                     new_w, new_m, new_c)
+        status = _factor_diag(new_c, new_P, new_ld)
+        weights, new_w = new_w, weights
+        means, new_m = new_m, means
+        cov, new_c = new_c, cov
+        if status != OK:
+            break
+        P, new_P = new_P, P
+        logdet, new_ld = new_ld, logdet
+        prev[:, :] = cov
+        has_prev = True
+        lbs[it] = lower_bound
+        n_iter = it + 1
+        if abs(lower_bound - previous) < tol:
+            converged = True
+            break
+        previous = lower_bound
+    return weights, means, cov, P, lbs[:n_iter], n_iter, converged, status
+
+
+@njit(**_JIT)
+def _fit_full(X, w, wsum, code, weights, means, cov, reg, tol, max_iter, warm, start_lb,
+              inner_tol, inner_max):  # pragma: no cover - compiled
+    """run_em for a general model; see :func:`fit_small`."""
+    K, d = means.shape
+    P = np.empty((K, d, d))
+    logdet = np.empty(K)
+    lbs = np.empty(max(max_iter, 0))
+    n_iter = 0
+    converged = False
+    status = _factor_full(cov, P, logdet)
+    if status != OK:
+        return weights, means, cov, P, lbs[:0], n_iter, converged, status
+    prev = cov.copy()
+    prev_logdet = logdet.copy()
+    has_prev = warm
+    new_w = np.empty(K)
+    new_m = np.empty((K, d))
+    new_c = np.empty((K, d, d))
+    new_P = np.empty((K, d, d))
+    new_ld = np.empty(K)
+    previous = start_lb
+    half_d_log_2pi = 0.5 * d * LOG_2PI
+    const = np.empty(K)
+    for it in range(max_iter):
+        for k in range(K):
+            const[k] = np.log(weights[k]) + logdet[k] - half_d_log_2pi
+        nk, sx, sxx, ll = _estep_full(X, w, means, P, const, means)
+        lower_bound = ll / wsum
+        if not np.isfinite(lower_bound):
+            status = NON_FINITE
+            break
+        _m_step_full(code, (nk, sx, sxx), means, reg, prev, prev_logdet, has_prev, inner_tol,
+                     inner_max, new_w, new_m, new_c)
+        status = _factor_full(new_c, new_P, new_ld)
+        weights, new_w = new_w, weights
+        means, new_m = new_m, means
+        cov, new_c = new_c, cov
+        if status != OK:
+            break
+        P, new_P = new_P, P
+        logdet, new_ld = new_ld, logdet
+        prev[:, :, :] = cov
+        prev_logdet[:] = logdet
+        has_prev = True
+        lbs[it] = lower_bound
+        n_iter = it + 1
+        if abs(lower_bound - previous) < tol:
+            converged = True
+            break
+        previous = lower_bound
+    return weights, means, cov, P, lbs[:n_iter], n_iter, converged, status
+
+
+class SmallFit(NamedTuple):
+    """Outcome of :func:`fit_small`.
+
+    Attributes
+    ----------
+    weights, means, covariances : ndarray
+        Parameters after the last M-step (covariances in the model's storage: (K, d)
+        variances for the diagonal models, (K, d, d) matrices otherwise). When ``status`` is a
+        component index they are the output of the M-step whose covariances could not be
+        factorised; when it is :data:`NON_FINITE`, those of the failed E-step.
+    lower_bounds : ndarray of shape (n_iter,)
+        Mean log-likelihood per sample of every iteration's E-step (``run_em``'s).
+    n_iter : int
+        Iterations completed (a failed one is not counted, as ``run_em`` counts).
+    converged : bool
+        Whether ``|change| < tol`` was reached.
+    status : int
+        :data:`OK`; the index of the first component whose covariance is not positive
+        definite (``run_em`` raises :class:`CollapsedComponentError`); or :data:`NON_FINITE`
+        (a non-finite log-likelihood: ``run_em`` raises ``FloatingPointError``).
+    precisions_cholesky : ndarray
+        Factors of ``covariances`` as :class:`MixtureParams` stores them (valid when
+        ``status == OK``).
+    """
+
+    weights: NDArray
+    means: NDArray
+    covariances: NDArray
+    lower_bounds: NDArray
+    n_iter: int
+    converged: bool
+    status: int
+    precisions_cholesky: NDArray
+
+    def raise_for_status(self, reg_covar: float | None = None) -> None:
+        """Raise the error ``run_em`` raises for this outcome (nothing when it is OK).
+
+        Raises
+        ------
+        CollapsedComponentError
+            A component's covariance is not positive definite.
+        FloatingPointError
+            The log-likelihood became non-finite.
+        """
+        if self.status == NON_FINITE:
+            raise FloatingPointError(
+                "the log-likelihood became non-finite during EM; rescale the data or "
+                "increase reg_covar"
+            )
+        if self.status != OK:
+            raise _collapsed(self.status, reg_covar, self.covariances)
+
+    def params(self, model_name: str) -> MixtureParams:
+        """The fitted parameters as :class:`MixtureParams` (no refactorisation).
+
+        Parameters
+        ----------
+        model_name : str
+            The mclust model the fit ran.
+        """
+        self.raise_for_status()
+        return MixtureParams.from_precisions_cholesky(
+            self.weights, self.means, self.precisions_cholesky, model_name,
+            covariances=self.covariances,
+        )  # fmt: skip
+
+
+def fit_small(
+    X: NDArray,
+    sample_weight: NDArray | None,
+    model_name: str,
+    weights: NDArray,
+    means: NDArray,
+    covariances: NDArray,
+    *,
+    reg_covar: float,
+    tol: float,
+    max_iter: int,
+    warm_start: bool = True,
+    start_lower_bound: float = -np.inf,
+) -> SmallFit:
+    """Run EM for one of mclust's 14 models in one compiled call (no GIL held).
+
+    Step for step :func:`gaussmix._em.run_em` over :class:`SmallExecutor` with
+    :func:`gaussmix._stats.m_step`: the same E-step kernel, each model's M-step algorithm,
+    inner tolerances and warm starts, the same convergence test ``|change| < tol`` on the
+    mean log-likelihood, whose value at iteration t is that of the E-step at the parameters
+    before that iteration's M-step. Results agree with it to rounding. Errors do not raise:
+    they come back as ``status`` (see :meth:`SmallFit.raise_for_status`), so that several
+    fits can run in threads.
+
+    Parameters
+    ----------
+    X : ndarray of shape (n_samples, n_features)
+        Checked, finite data.
+    sample_weight : ndarray of shape (n_samples,) or None
+        Row weights (None: all ones).
+    model_name : str
+        One of mclust's 14 names, ``"EII"`` ... ``"VVV"``.
+    weights : ndarray of shape (n_components,)
+    means : ndarray of shape (n_components, n_features)
+    covariances : ndarray
+        Starting covariances in the model's storage: (K, d) variances for the diagonal
+        models (EII ... VVI), (K, d, d) matrices for the others.
+    reg_covar : float
+        Non-negative regularisation (as in ``m_step``).
+    tol : float
+        Convergence threshold on the change of the mean log-likelihood (negative: run
+        ``max_iter`` iterations).
+    max_iter : int
+        Maximum number of iterations.
+    warm_start : bool, default=True
+        The first M-step of an iterative model starts from ``covariances`` (``run_em`` from
+        parameters of this model); False starts it cold (``run_em`` with ``model=`` given
+        and a start of another model).
+    start_lower_bound : float, default=-inf
+        Lower bound before the first iteration.
+
+    Returns
+    -------
+    fit : SmallFit
+    """
+    try:
+        code = _CODES[model_name]
+    except (KeyError, TypeError):
+        raise ValueError(
+            f"model_name must be one of {list(MCLUST_MODELS)}, got {model_name!r}"
+        ) from None
+    X = np.ascontiguousarray(X, dtype=np.float64)
+    if X.ndim != 2:
+        raise ValueError(f"X must be a 2-D array, got shape {X.shape}")
+    n, d = X.shape
+    # copies: the compiled loop swaps its buffers, the caller's arrays stay as they were
+    weights = np.array(weights, dtype=np.float64, order="C")
+    means = np.array(means, dtype=np.float64, order="C")
+    covariances = np.array(covariances, dtype=np.float64, order="C")
+    K = weights.shape[0] if weights.ndim == 1 else -1
+    diagonal = code < _N_DIAGONAL
+    want = (K, d) if diagonal else (K, d, d)
+    # the compiled code does not check bounds: wrong shapes must stop here
+    if weights.ndim != 1 or K < 1:
+        raise ValueError(f"weights must be a non-empty 1-D array, got shape {weights.shape}")
+    if means.shape != (K, d):
+        raise ValueError(f"means must have shape {(K, d)}, got {means.shape}")
+    if covariances.shape != want:
+        raise ValueError(f"{model_name} covariances must have shape {want}, got "
+                         f"{covariances.shape}")
+    if sample_weight is None:
+        w = np.ones(n)
+    else:
+        w = np.ascontiguousarray(sample_weight, dtype=np.float64)
+        if w.shape != (n,):
+            raise ValueError(f"sample_weight must have shape {(n,)}, got {w.shape}")
+    if isinstance(max_iter, bool) or not isinstance(max_iter, (int, np.integer)) or max_iter < 0:
+        raise ValueError(f"max_iter must be a non-negative integer, got {max_iter!r}")
+    if not reg_covar >= 0.0:
+        raise ValueError(f"reg_covar must be non-negative, got {reg_covar!r}")
+    kernel = _fit_diag if diagonal else _fit_full
+    out = kernel(
+        X, w, float(w.sum()), code, weights, means, covariances, float(reg_covar), float(tol),
+        int(max_iter), bool(warm_start), float(start_lower_bound), float(INNER_TOL),
+        int(INNER_MAX_ITER),
+    )  # fmt: skip
+    weights, means, covariances, P, lbs, n_iter, converged, status = out
+    return SmallFit(weights, means, covariances, lbs, int(n_iter), bool(converged), int(status), P)
