@@ -249,7 +249,8 @@ def test_from_parameters_validates(kwargs, match):
 @pytest.mark.parametrize(
     ("X", "match"),
     [
-        (np.array([[1.0, np.nan], [2.0, 3.0], [1.0, 1.0]]), "NaN"),
+        # NaN is a missing value (tests/test_missing.py); a feature never observed is refused
+        (np.array([[1.0, np.nan], [2.0, np.nan], [1.0, np.nan]]), "never observed"),
         (np.array([[1.0, np.inf], [2.0, 3.0], [1.0, 1.0]]), "infinity"),
         (np.arange(5.0), "2D array"),
         (np.ones((3, 2, 2)), "dim"),
@@ -314,8 +315,8 @@ def test_predict_checks(blobs):
     gm = GaussianMixture(2, random_state=0).fit(blobs)
     with pytest.raises(ValueError, match="features"):
         gm.predict(blobs[:, :2])
-    with pytest.raises(ValueError, match="NaN"):
-        gm.score_samples(np.full((2, 3), np.nan))
+    with pytest.raises(ValueError, match="infinity"):
+        gm.score_samples(np.full((2, 3), np.inf))
 
 
 def test_dataframe_feature_names():
