@@ -39,7 +39,9 @@ EM on all rows from the subset's M-step).
 
 from __future__ import annotations
 
+import hashlib
 import math
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -48,7 +50,15 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from sklearn.utils import check_random_state
 
-__all__ = ["HC_MODELS", "HC_USES", "HCTree", "hc_partitions", "hc_transform", "hc_tree"]
+__all__ = [
+    "HC_MODELS",
+    "HC_USES",
+    "HCTree",
+    "hc_partitions",
+    "hc_start_labels",
+    "hc_transform",
+    "hc_tree",
+]
 
 HC_MODELS = ("VVV", "EII")
 HC_USES = ("SVD", "VARS")
@@ -810,3 +820,67 @@ def _positive_rows(X: NDArray, sample_weight) -> NDArray | None:
         raise ValueError(f"sample_weight must have shape ({X.shape[0]},), got {w.shape}")
     keep = w > 0
     return None if keep.all() else keep
+
+
+# the last few trees, keyed by the data's bytes and the tree's settings: a grid over K (or
+# n_init restarts) with one random_state builds the tree once
+_CACHE: OrderedDict = OrderedDict()
+_CACHE_SIZE = 2
+
+
+def _cached_tree(X: NDArray, model: str, use: str, max_rows: int, seed) -> HCTree:
+    Xc = np.ascontiguousarray(X, dtype=np.float64)
+    digest = hashlib.blake2b(Xc.view(np.uint8).reshape(-1), digest_size=16).hexdigest()
+    key = (Xc.shape, digest, model, use, max_rows, seed)
+    tree = _CACHE.get(key)
+    if tree is None:
+        tree = hc_tree(Xc, model=model, use=use, max_rows=max_rows, random_state=seed)
+        _CACHE[key] = tree
+        while len(_CACHE) > _CACHE_SIZE:
+            _CACHE.popitem(last=False)
+    else:
+        _CACHE.move_to_end(key)
+    return tree
+
+
+def hc_start_labels(
+    X: NDArray,
+    sample_weight: NDArray | None,
+    n_clusters: int,
+    random_state: np.random.RandomState,
+    *,
+    model: str = "VVV",
+    use: str = "SVD",
+    max_rows: int = 2000,
+) -> tuple[NDArray | None, NDArray]:
+    """The hc starting partition of ``init_params="hc"``.
+
+    Parameters
+    ----------
+    X : ndarray of shape (n_samples, n_features)
+        Finite values.
+    sample_weight : ndarray of shape (n_samples,) or None
+        Rows of weight zero are left out of the tree (weights do not enter the criterion).
+    n_clusters : int
+    random_state : numpy.random.RandomState
+        Draws the subset's seed, once, and only above ``max_rows`` rows.
+    model, use, max_rows :
+        As in :func:`hc_tree`.
+
+    Returns
+    -------
+    keep : ndarray of shape (n_samples,), bool, or None
+        Rows the labels are for (None: all).
+    labels : ndarray
+        0 .. n_clusters-1 for the kept rows.
+    """
+    keep = _positive_rows(X, sample_weight)
+    Xk = X if keep is None else X[keep]
+    if Xk.shape[0] < max(2, n_clusters):
+        raise ValueError(
+            f"init_params='hc' needs at least max(2, n_components) = {max(2, n_clusters)} rows "
+            f"of positive weight, got {Xk.shape[0]}"
+        )
+    seed = int(random_state.randint(0, 2**31 - 1)) if Xk.shape[0] > max_rows else None
+    tree = _cached_tree(Xk, model, use, max_rows, seed)
+    return keep, tree.partition(n_clusters)

@@ -1,4 +1,5 @@
-"""Initial parameters: k-means, k-means++, random responsibilities, random data points.
+"""Initial parameters: k-means, k-means++, random responsibilities, random data points, and
+mclust's model-based hierarchical clustering ("hc").
 
 All methods work on rows in memory (the whole data, or a sample that a streaming or Dask
 executor hands over) and honour sample weights. For "kmeans" and "k-means++" an integer weight
@@ -304,6 +305,17 @@ def _init_kmeans_plusplus(X, w, K, model, reg_covar, rng, kernels=None):
     return _from_indices(X, idx, K, model, reg_covar)
 
 
+def _init_hc(X, w, K, model, reg_covar, rng, kernels=None):
+    # mclust's start: a model-based hierarchical clustering tree cut at K groups
+    from gaussmix._hc import hc_start_labels
+
+    keep, labels = hc_start_labels(X, w, K, rng)
+    if keep is not None:
+        X = X[keep]
+        w = None if w is None else w[keep]
+    return _from_labels(X, w, labels, K, model, reg_covar, kernels)
+
+
 def _init_random(X, w, K, model, reg_covar, rng, kernels=None):
     def resp(s, e):
         # successive chunk draws give the same stream as one (N, K) draw
@@ -326,6 +338,7 @@ INIT_METHODS: dict[str, Callable[..., MixtureParams]] = {
     "k-means++": _init_kmeans_plusplus,
     "random": _init_random,
     "random_from_data": _init_random_from_data,
+    "hc": _init_hc,
 }
 
 
@@ -344,7 +357,10 @@ def initial_params(
 
     Parameters
     ----------
-    method : {"kmeans", "k-means++", "random", "random_from_data"}
+    method : {"kmeans", "k-means++", "random", "random_from_data", "hc"}
+        ``"hc"``: the partition at K of mclust's model-based hierarchical clustering
+        (:mod:`gaussmix._hc`: VVV criterion on the SVD-transformed data, a random subset of
+        2000 rows above that size, rows of weight zero left out), then one M-step.
     X : ndarray of shape (n_samples, n_features)
     sample_weight : ndarray of shape (n_samples,) or None
     n_components : int
