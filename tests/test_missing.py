@@ -211,7 +211,7 @@ def test_lower_bound_never_decreases(name):
 
 
 def test_converged_fit_is_a_stationary_point_of_the_observed_likelihood():
-    X, _, _ = clustered(150, d=3, K=2, frac=0.25, seed=11)
+    X, _, _ = clustered(100, d=3, K=2, frac=0.25, seed=11)
     gm = GaussianMixture(2, tol=1e-13, max_iter=3000, reg_covar=0.0, random_state=0)
     gm.fit(X)
     assert gm.converged_
