@@ -184,7 +184,7 @@ def atomic_write(path: str | os.PathLike, mode: str = "w") -> Iterator[IO]:
                 os.fchmod(fd, file_mode)
             else:  # Windows before Python 3.13
                 os.chmod(tmp, file_mode)
-            if st is not None and os.geteuid() == 0:
+            if st is not None and getattr(os, "geteuid", lambda: -1)() == 0:
                 with contextlib.suppress(OSError):
                     os.fchown(fd, st.st_uid, st.st_gid)
             with _open_fd(fd, mode) as fh:
