@@ -508,7 +508,8 @@ def hc_transform(X: ArrayLike, use: str = "SVD") -> NDArray:
         ``"VARS"``: X as given. ``"SVD"`` (mclust's ``hcUse`` default): each column centred and
         divided by its standard deviation (columns that are then not finite, i.e. constant,
         are dropped), rotated onto the right singular vectors V of that matrix and each axis
-        divided by the square root of its singular value: ``Z = X_s V D^(-1/2)``.
+        divided by the square root of its singular value: ``Z = X_s V D^(-1/2)`` (directions
+        whose singular value is zero to rounding are dropped).
 
     Returns
     -------
@@ -533,8 +534,12 @@ def hc_transform(X: ArrayLike, use: str = "SVD") -> NDArray:
     if not cols:
         raise ValueError("use='SVD' needs a feature that is not constant")
     Xs = np.column_stack(cols)
-    k = min(Xs.shape)
     _, sv, vt = np.linalg.svd(Xs, full_matrices=False)
+    # directions of (numerically) zero variance would be divided by zero: they are dropped
+    # (mclust would produce infinities there); full-rank data keep all min(n, d) of them
+    k = int(np.count_nonzero(sv > sv[0] * max(Xs.shape) * np.finfo(np.float64).eps))
+    if k == 0:
+        raise ValueError("use='SVD' needs a feature that is not constant")
     V = vt[:k].T
     # one column at a time, summing over features in order (as a reference dgemm does)
     Z = np.zeros((n, k))
