@@ -153,3 +153,16 @@ def test_sigterm_and_sighup_while_writing_leave_no_temporary(tmp_path, sig):
     assert proc.stderr.read() == ""  # no traceback
     assert not target.exists()
     assert _temporaries(tmp_path) == []
+
+
+@pytest.mark.skipif(not Path("/dev/stdout").exists(), reason="no /dev/stdout")
+def test_dev_stdout_is_written_in_place():
+    """``-o /dev/stdout`` (a link to a pipe here) is written, not replaced or refused."""
+    code = (
+        "from gaussmix._atomic import atomic_write\n"
+        "with atomic_write('/dev/stdout') as fh:\n"
+        "    fh.write('to the pipe\\n')\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60)  # fmt: skip
+    assert (proc.returncode, proc.stdout, proc.stderr) == (0, "to the pipe\n", "")

@@ -151,10 +151,8 @@ def atomic_write(path: str | os.PathLike, mode: str = "w") -> Iterator[IO]:
     if mode not in ("w", "wb"):
         raise ValueError(f"mode must be 'w' or 'wb', got {mode!r}")
     shown = os.fspath(path)
-    target = Path(os.path.realpath(path)) if os.path.islink(path) else Path(path)
-    folder = target.parent if str(target.parent) else Path(".")
     try:
-        st = os.stat(target)
+        st = os.stat(path)  # through links, /proc's magic ones (/dev/stdout) included
     except FileNotFoundError:
         st = None
     except OSError as exc:
@@ -166,9 +164,12 @@ def atomic_write(path: str | os.PathLike, mode: str = "w") -> Iterator[IO]:
             raise IsADirectoryError(f"{shown}: is a directory")
         if not stat.S_ISREG(st.st_mode):
             # a FIFO, a terminal, /dev/stdout: cannot be replaced, so write to it directly
-            with _open_fd(os.open(target, os.O_WRONLY | os.O_TRUNC), mode) as fh:
+            with _open_fd(os.open(path, os.O_WRONLY | os.O_TRUNC), mode) as fh:
                 yield fh
             return
+    target = Path(os.path.realpath(path)) if os.path.islink(path) else Path(path)
+    folder = target.parent if str(target.parent) else Path(".")
+    if st is not None:
         if not os.access(target, os.W_OK) or not st.st_mode & 0o222:
             raise PermissionError(f"{shown}: the file is read-only; not replacing it")
     if not folder.is_dir():
