@@ -29,7 +29,7 @@ def faithful():
 
 @pytest.fixture(scope="module")
 def grid(faithful):
-    return select(faithful, K_RANGE, "all", "bic", random_state=0, n_jobs=1)
+    return select(faithful, K_RANGE, "sklearn", "bic", random_state=0, n_jobs=1)
 
 
 def _free_parameters(K: int, d: int, covariance_type: str) -> int:
@@ -65,9 +65,10 @@ def test_grid_covers_every_cell(grid):
 def test_table_equals_estimator_criteria(grid, faithful):
     for row in grid.rows:
         est = grid.models[(row.n_components, row.covariance_type)]
-        assert row.bic == est.bic(faithful)
-        assert row.aic == est.aic(faithful)
-        assert row.icl == est.icl(faithful)
+        # the grid's compiled pass and the estimator's own agree to rounding
+        assert row.bic == pytest.approx(est.bic(faithful), rel=1e-12)
+        assert row.aic == pytest.approx(est.aic(faithful), rel=1e-12)
+        assert row.icl == pytest.approx(est.icl(faithful), rel=1e-12)
         assert row.n_parameters == _free_parameters(row.n_components, 2, row.covariance_type)
         assert row.log_likelihood == pytest.approx(est.score(faithful) * len(faithful), rel=1e-14)
 
@@ -80,7 +81,9 @@ def test_table_equals_sklearn_bic_aic(grid, faithful):
 
 
 def test_selects_the_model_bic_by_hand_selects(grid, faithful):
-    """Fit every cell independently and compute -2 log L + p log N by hand."""
+    """Fit every cell independently and compute -2 log L + p log N by hand: the grid (hc and
+    k-means++ starts, tight tolerance) picks the same cell and is never worse than a default
+    estimator's fit."""
     n = len(faithful)
     by_hand = {}
     for t in COVARIANCE_TYPES:
@@ -91,7 +94,9 @@ def test_selects_the_model_bic_by_hand_selects(grid, faithful):
     best = min(by_hand, key=by_hand.get)
     assert (grid.best_row.n_components, grid.best_row.covariance_type) == best
     assert grid.best_row.n_components == 2  # the two eruption regimes
-    assert grid.best_row.bic == pytest.approx(by_hand[best], rel=1e-12)
+    assert grid.best_row.bic <= by_hand[best] + 1e-6
+    for row in grid.rows:
+        assert row.bic <= by_hand[(row.n_components, row.covariance_type)] + 1e-3
     assert grid.best_model is grid.models[best]
 
 

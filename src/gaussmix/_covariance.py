@@ -808,10 +808,12 @@ def _mm_orientation(
         start = W / nk[:, None, None]
     D = _common_eigenvectors(start)
     A = np.einsum("ji,kjl,li->ki", D, start, D)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        A = A / _geo_mean(A)[:, None]
+    if not variable_volume:  # EVE's shapes have determinant one; VVE's carry λ_k
+        with np.errstate(divide="ignore", invalid="ignore"):
+            A = A / _geo_mean(A)[:, None]
     if not (np.all(np.isfinite(A)) and np.all(A > 0)):
-        D, A = np.eye(d), np.ones((K, d))
+        D = np.eye(d)
+        A = np.diagonal(W, axis1=1, axis2=2) / nk[:, None] if variable_volume else np.ones((K, d))
     omega = np.linalg.eigvalsh(W)[:, -1]
     from gaussmix._mm_kernel import mm_orientation_loop
 

@@ -62,6 +62,15 @@ def mm_orientation_loop(W, nk, D, A, omega, variable_volume, tol, max_iter):  # 
                 diag[k, j] = v
                 log_sum += np.log(v)
             g = np.exp(log_sum / d)
+            if variable_volume:
+                # VVE: Σ_k = D diag(a_k) Dᵀ with a_k = diag(Dᵀ W_k D) / n_k, so the MM steps
+                # must weigh component k by 1/a_k (not by the determinant-one shape, which
+                # drops λ_k and minimises EVE's objective instead); the objective is then the
+                # profile -2 log-likelihood Σ_k n_k Σ_j log a_kj
+                for j in range(d):
+                    A[k, j] = diag[k, j]
+                target += nk[k] * log_sum
+                continue
             for j in range(d):
                 A[k, j] = diag[k, j] / g
             for j in range(d):

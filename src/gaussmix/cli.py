@@ -796,15 +796,25 @@ def impute(model_file, data, method, seed, columns, output) -> None:
               help="Smallest K.")  # fmt: skip
 @click.option("--k-max", type=click.IntRange(min=1), default=9, show_default=True,
               help="Largest K.")  # fmt: skip
-@click.option("--covariance-type", type=click.Choice([*_COVARIANCE_TYPES, "all"]), default="all",
-              show_default=True, help="Covariance structure(s) to try.")  # fmt: skip
+@click.option("--covariance-type",
+              type=click.Choice([*_COVARIANCE_TYPES, "all", "mclust", "sklearn"]),
+              default="all", show_default=True,
+              help="One model, or a set: all = mclust = its 14 models; sklearn = the four "
+                   "scikit-learn names.")  # fmt: skip
+@click.option("--models", default=None, metavar="LIST",
+              help="Comma-separated models to try instead (e.g. EII,VVV,full).")  # fmt: skip
 @click.option("--criterion", type=click.Choice(["bic", "aic", "icl"]), default="bic",
               show_default=True, help="Criterion minimised.")  # fmt: skip
 @click.option("--n-init", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Initialisations per cell.")  # fmt: skip
-@click.option("--max-iter", type=click.IntRange(min=1), default=100, show_default=True)
-@click.option("--tol", type=click.FloatRange(min=0), default=1e-3, show_default=True)
+              help="k-means++ starts per cell, besides the hierarchical one.")  # fmt: skip
+@click.option("--max-iter", type=click.IntRange(min=1), default=1000, show_default=True)
+@click.option("--tol", type=click.FloatRange(min=0), default=1e-5, show_default=True,
+              help="EM stops when the mean log-likelihood changes by less.")  # fmt: skip
 @click.option("--reg-covar", type=click.FloatRange(min=0), default=1e-6, show_default=True)
+@click.option("--lrt", "lrt_boot", type=click.IntRange(min=0), default=0, show_default=True,
+              metavar="B",
+              help="Also run mclust's bootstrap likelihood-ratio test of K vs K+1 for the best "
+                   "model, with B bootstrap samples (e.g. 99).")  # fmt: skip
 @click.option("--seed", type=_SEED, default=0, show_default=True,
               help="Random seed of every cell.")  # fmt: skip
 @click.option(
@@ -823,12 +833,14 @@ def impute(model_file, data, method, seed, columns, output) -> None:
 )
 @_json_option
 @_quiet_option
-def select(data, k_min, k_max, covariance_type, criterion, n_init, max_iter, tol, reg_covar, seed,
-           n_jobs, columns, output, as_json, quiet) -> None:  # fmt: skip
-    """Fit every K in [K-MIN, K-MAX] x covariance type; tabulate BIC/AIC/ICL; keep the best.
+def select(data, k_min, k_max, covariance_type, models, criterion, n_init, max_iter, tol,
+           reg_covar, lrt_boot, seed, n_jobs, columns, output, as_json, quiet) -> None:  # fmt: skip
+    """Fit every K in [K-MIN, K-MAX] x covariance model; tabulate BIC/AIC/ICL; keep the best.
 
-    mclust's workflow: the table of the chosen criterion (lower is better) with the best
-    model marked, and the best model written with -o.
+    mclust's workflow and grid (its 14 models x K = 1..9, each started from one hierarchical
+    clustering and from k-means++): the table of the chosen criterion (lower is better) with
+    the best model marked, cells that are singular or degenerate as NA with their reasons,
+    the top three models, and the best model written with -o.
 
     \b
     Example:
@@ -841,56 +853,105 @@ def select(data, k_min, k_max, covariance_type, criterion, n_init, max_iter, tol
     _require_output(output)
     table = _read(data, columns)
     _check_k(k_max, table.X.shape[0], data)
+    types = _grid_models(covariance_type, models)
     from gaussmix.selection import select as run_select
 
-    n_types = 4 if covariance_type == "all" else 1
-    grid = _GridProgress(_progress_enabled(quiet), "select", (k_max - k_min + 1) * n_types)
+    grid = _GridProgress(_progress_enabled(quiet), "select", (k_max - k_min + 1) * len(types))
     with grid:
         result = run_select(
-            table.X, range(k_min, k_max + 1), covariance_type, criterion, n_jobs=n_jobs,
+            table.X, range(k_min, k_max + 1), types, criterion, n_jobs=n_jobs,
             random_state=seed, on_cell=grid.on_cell, callback=grid.on_iteration, n_init=n_init,
             max_iter=max_iter, tol=tol, reg_covar=reg_covar,
         )  # fmt: skip
+    lrt = None
+    if lrt_boot:
+        from gaussmix.selection import bootstrap_lrt
+
+        best_row = result.best_row
+        lrt = bootstrap_lrt(table.X, best_row.covariance_type,
+                            k_max=min(k_max, table.X.shape[0] - 1), n_boot=lrt_boot,
+                            random_state=seed, tol=tol, max_iter=max_iter,
+                            reg_covar=reg_covar)  # fmt: skip
     best = result.best_model
     if table.has_header:
         best.feature_names_in_ = np.asarray(table.columns, dtype=object)
     if output:
         best.save(output)
     if as_json:
-        _emit_json({**result.to_dict(), "model": output})
+        payload = {**result.to_dict(), "model": output}
+        if lrt is not None:
+            payload["bootstrap_lrt"] = lrt.to_dict()
+        _emit_json(payload)
         return
     click.echo(_format_grid(result))
+    if lrt is not None:
+        click.echo(str(lrt))
     if output and not quiet:
         click.echo(f"wrote {output}", err=True)
 
 
-def _format_grid(result) -> str:
+def _grid_models(covariance_type: str, models: str | None) -> list[str]:
+    if models is None:
+        if covariance_type in ("all", "mclust"):
+            return list(_COVARIANCE_TYPES[4:])
+        if covariance_type == "sklearn":
+            return ["spherical", "diag", "tied", "full"]
+        return [covariance_type]
+    wanted = [m.strip() for m in models.split(",") if m.strip()]
+    unknown = [m for m in wanted if m not in _COVARIANCE_TYPES]
+    if not wanted or unknown:
+        raise click.BadParameter(
+            f"unknown model(s) {', '.join(unknown) or '(none given)'}; choose from "
+            f"{', '.join(_COVARIANCE_TYPES)}",
+            param_hint="--models",
+        )
+    return list(dict.fromkeys(wanted))
+
+
+def _format_grid(result, block: int = 7) -> str:
     types = result.covariance_types
     crit = result.criterion
     values = result.values(crit)
     best = result.best_row
-    width = max(12, *(len(t) + 2 for t in types))
+    width = 11
     lines = [f"{crit.upper()} (lower is better), {result.n_samples} rows; * marks the best"]
-    lines.append(" K " + "".join(f"{t:>{width}}" for t in types))
-    for r, k in enumerate(result.k_values):
-        cells = []
-        for c, t in enumerate(types):
-            v = values[r, c]
-            text = "NA" if not math.isfinite(v) else f"{v:.3f}"
-            if best.n_components == k and best.covariance_type == t:
-                text += "*"
-            cells.append(f"{text:>{width}}")
-        lines.append(f"{k:>2} " + "".join(cells))
+    # mclust prints wide tables in blocks of columns: 14 models in two readable blocks
+    for first in range(0, len(types), block):
+        cols = list(range(first, min(first + block, len(types))))
+        lines.append(" K " + "".join(f"{types[c]:>{width}}" for c in cols))
+        for r, k in enumerate(result.k_values):
+            cells = []
+            for c in cols:
+                v = values[r, c]
+                text = "NA" if not math.isfinite(v) else f"{v:.2f}"
+                text += "*" if best.n_components == k and best.covariance_type == types[c] else " "
+                cells.append(f"{text:>{width}}")
+            lines.append(f"{k:>2} " + "".join(cells))
+    lines.append("")
+    lines.append(f"top 3 models by {crit.upper()}:")
+    for rank, row in enumerate(result.top(3), start=1):
+        lines.append(f"  {rank}. {row.covariance_type},{row.n_components}  "
+                     f"{crit.upper()} {getattr(row, crit):.3f}")  # fmt: skip
     lines.append(
         f"best: K={best.n_components} {best.covariance_type}  BIC {best.bic:.4f}  "
         f"AIC {best.aic:.4f}  ICL {best.icl:.4f}  log-likelihood {best.log_likelihood:.4f}"
     )
     failed = [r for r in result.rows if r.error]
     if failed:
-        first = failed[0]
-        lines.append(f"{len(failed)} cell(s) could not be fitted (NA), e.g. "
-                     f"K={first.n_components} {first.covariance_type}: {first.error}")  # fmt: skip
+        reasons: dict[str, int] = {}
+        for r in failed:
+            key = _reason_kind(r.error)
+            reasons[key] = reasons.get(key, 0) + 1
+        text = "; ".join(f"{n} {why}" for why, n in sorted(reasons.items(), key=lambda x: -x[1]))
+        lines.append(f"{len(failed)} of {len(result.rows)} cells are NA (never chosen): {text}")
     return "\n".join(lines)
+
+
+def _reason_kind(error: str) -> str:
+    """The reason of an NA cell without its component number (for counting)."""
+    import re
+
+    return re.sub(r"component \d+", "a component", re.sub(r"\(\d+\)", "", error)).strip()
 
 
 @main.command(context_settings=_CONTEXT)
@@ -969,7 +1030,8 @@ def info(model_file, data, columns, as_json) -> None:
     show_default=True,
     help="Largest K of the BIC/ICL curves (and of the selection without MODEL), as select.",
 )
-@click.option("--covariance-type", type=click.Choice([*_COVARIANCE_TYPES, "all"]), default="all",
+@click.option("--covariance-type",
+              type=click.Choice([*_COVARIANCE_TYPES, "all", "mclust", "sklearn"]), default="all",
               show_default=True, help="Covariance types of the curves.")  # fmt: skip
 @click.option("--n-init", type=click.IntRange(min=1), default=1, show_default=True,
               help="Initialisations per grid cell (the best is kept).")  # fmt: skip
@@ -1018,10 +1080,10 @@ def report(data, model_file, output, png_dir, k_min, k_max, covariance_type, n_i
     n = table.X.shape[0]
     k_max_grid = min(k_max, n)
     ks = range(min(k_min, k_max_grid), k_max_grid + 1)
-    n_types = 4 if covariance_type == "all" else 1
-    grid = _GridProgress(_progress_enabled(quiet), "BIC grid", len(ks) * n_types)
+    types = _grid_models(covariance_type, None)
+    grid = _GridProgress(_progress_enabled(quiet), "BIC grid", len(ks) * len(types))
     with grid:
-        selection = run_select(table.X, ks, covariance_type, "bic", n_jobs=n_jobs,
+        selection = run_select(table.X, ks, types, "bic", n_jobs=n_jobs,
                                random_state=seed, on_cell=grid.on_cell,
                                callback=grid.on_iteration, n_init=n_init,
                                tol=tol)  # fmt: skip

@@ -458,6 +458,9 @@ def focus_limits(selection, criterion: str) -> tuple[float, float] | None:
     return lo - pad, top
 
 
+_MARKERS = ("o", "s", "^", "v", "D", "P", "X", "<", ">", "p", "h", "*", "d", "8")
+
+
 def criteria(
     selection, criterion: str = "bic", *, ax=None, focus: bool = True, legend: bool = True
 ):
@@ -486,8 +489,9 @@ def criteria(
     ks = selection.k_values
     table = selection.values(criterion)
     for c, t in enumerate(selection.covariance_types):
-        # mclust's 14 models and more outrun the 10 colours: later curves are dashed
-        ax.plot(ks, table[:, c], marker="o", markersize=4, label=t,
+        # as mclust's BIC plot: a marker of its own per model, so 14 curves stay readable
+        # (and later curves dashed once the 10 colours repeat)
+        ax.plot(ks, table[:, c], marker=_MARKERS[c % len(_MARKERS)], markersize=4, label=t,
                 linestyle="-" if c < 10 else "--")  # fmt: skip
     best = selection.best_row
     ax.plot([best.n_components], [getattr(best, criterion)], marker="*", markersize=16,
@@ -501,7 +505,7 @@ def criteria(
         if limits is not None:
             ax.set_ylim(*limits)
     if legend:
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=7, ncol=2 if len(selection.covariance_types) > 6 else 1)
     return ax
 
 
