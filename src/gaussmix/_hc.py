@@ -33,7 +33,8 @@ are mclust's to the last bit and the trees are mclust's merge for merge: on the 
 of the fixtures, and on random data in ``benchmarks/bench_hc.py``. The SVD comes from another
 LAPACK than R's and differs from it in the last digits (1e-15), which has not changed a merge
 so far. mclust 6.0.0 as built by Debian stores a merged group's scatter factor with every row
-a copy of its first one (observed in its binary; its Fortran source writes the rows properly),
+a copy of its first one (observed in its binary with a debugger; the Fortran sources we read
+write each row),
 and costs that read an older group back use that factor: ``mclust_compat=True`` (the default)
 does the same, ``False`` keeps the exact factor.
 
