@@ -34,9 +34,8 @@ of the fixtures, and on random data in ``benchmarks/bench_hc.py``. The SVD comes
 LAPACK than R's and differs from it in the last digits (1e-15), which has not changed a merge
 so far. mclust 6.0.0 as built by Debian stores a merged group's scatter factor with every row
 a copy of its first one (observed in its binary with a debugger; the Fortran sources we read
-write each row),
-and costs that read an older group back use that factor: ``mclust_compat=True`` (the default)
-does the same, ``False`` keeps the exact factor.
+write each row), and costs that read an older group back use that factor:
+``mclust_compat=True`` (the default) does the same, ``False`` keeps the exact factor.
 
 Memory and time are O(n²) (the pair costs) and O(n² d³): above ``max_rows`` rows the tree is
 built on a reproducible random subset, and the other rows join the group of highest posterior
