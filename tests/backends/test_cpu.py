@@ -14,8 +14,8 @@ from gaussmix import GaussianMixture, _init, _mixture
 from gaussmix._covariance import get_model
 from gaussmix._params import MixtureParams
 from gaussmix._stats import e_step_chunk
+from gaussmix.backends import _cpu_kernels, resolve_engine
 from gaussmix.backends import cpu as cpu_module
-from gaussmix.backends import resolve_engine
 from gaussmix.backends.cpu import MIN_ROWS, CpuExecutor
 from gaussmix.backends.numpy import NumpyExecutor
 
@@ -167,6 +167,36 @@ def test_separated_components_skip_exact_zeros(shape, covariance_type):
     for Xd in (X, X[rng.permutation(n)]):
         ref = NumpyExecutor(Xd).e_step(params)
         _assert_stats_close(CpuExecutor(Xd).e_step(params), ref, 1e-10)
+
+
+def _exp_and_log(t, x, cut, e, lg):
+    # compiled in the test below (numba resolves the kernels' overloads only when compiled)
+    for i in range(t.shape[0]):
+        e[i] = _cpu_kernels.exp_nonpos(t[i], cut)
+    for i in range(x.shape[0]):
+        lg[i] = _cpu_kernels.log_ge1(x[i])
+
+
+def test_polynomial_exp_and_log_match_numpy():
+    # the kernels' own exp (t <= 0, exact zero below the cut) and log (x >= 1) vectorise
+    # where libm calls would not; they must stay at a few ulp of numpy's
+    import numba
+
+    both = numba.njit(_exp_and_log)
+    rng = np.random.default_rng(22)
+    for dtype, cut, rtol in ((np.float64, -600.0, 1e-13), (np.float32, -70.0, 1e-6)):
+        t = np.concatenate([-rng.random(4000) * 700, -rng.random(4000), [0.0, -1e-30]])
+        t = t.astype(dtype)
+        x = np.concatenate([1 + rng.random(4000) * 200, [1.0, 2.0, np.sqrt(2.0), 1 + 1e-7]])
+        x = x.astype(dtype)
+        e, lg = np.empty_like(t), np.empty(x.size)
+        both(t, x, dtype(cut), e, lg)
+        ref = np.exp(t.astype(np.float64))
+        kept = t >= cut
+        assert np.all(e[~kept] == 0.0)
+        np.testing.assert_allclose(e[kept], ref[kept], rtol=rtol, atol=0)
+        assert e[-2] == 1.0
+        np.testing.assert_allclose(lg, np.log(x.astype(np.float64)), rtol=0, atol=4e-15)
 
 
 def test_chunk_size_sets_the_groups_and_keeps_the_result():
