@@ -13,8 +13,58 @@ from numba import njit
 
 
 @njit(cache=True, nogil=True)
+def _jacobi_sweep(W, D, A):  # pragma: no cover - compiled
+    """Rotate every pair of columns of ``D`` by the angle minimising Σ_k tr(Dᵀ W_k D A_k⁻¹).
+
+    For columns i, j and angle θ the objective is c0 + C1 cos 2θ + C2 sin 2θ with
+    C1 = Σ_k (1/a_ki - 1/a_kj)(b_ii - b_jj)/2 and C2 = Σ_k (1/a_ki - 1/a_kj) b_ij, where
+    b = Dᵀ W_k D: its minimum over θ is closed-form (2θ = atan2(-C2, -C1)).
+    """
+    K, d, _ = W.shape
+    B = np.empty((K, d, d))
+    for k in range(K):
+        B[k] = D.T @ W[k] @ D
+    for i in range(d - 1):
+        for j in range(i + 1, d):
+            c1 = 0.0
+            c2 = 0.0
+            for k in range(K):
+                diff = 1.0 / A[k, i] - 1.0 / A[k, j]
+                c1 += 0.5 * diff * (B[k, i, i] - B[k, j, j])
+                c2 += diff * B[k, i, j]
+            if c1 * c1 + c2 * c2 == 0.0:
+                continue
+            theta = 0.5 * np.arctan2(-c2, -c1)
+            c = np.cos(theta)
+            s = np.sin(theta)
+            for m in range(d):
+                di = D[m, i]
+                dj = D[m, j]
+                D[m, i] = c * di + s * dj
+                D[m, j] = -s * di + c * dj
+            for k in range(K):
+                p = B[k, i, i]
+                q = B[k, j, j]
+                r = B[k, i, j]
+                for m in range(d):
+                    if m == i or m == j:
+                        continue
+                    bi = B[k, m, i]
+                    bj = B[k, m, j]
+                    B[k, m, i] = c * bi + s * bj
+                    B[k, i, m] = B[k, m, i]
+                    B[k, m, j] = -s * bi + c * bj
+                    B[k, j, m] = B[k, m, j]
+                B[k, i, i] = c * c * p + 2.0 * c * s * r + s * s * q
+                B[k, j, j] = s * s * p - 2.0 * c * s * r + c * c * q
+                B[k, i, j] = (c * c - s * s) * r + c * s * (q - p)
+                B[k, j, i] = B[k, i, j]
+
+
+@njit(cache=True, nogil=True)
 def mm_orientation_loop(W, nk, D, A, omega, variable_volume, tol, max_iter):  # pragma: no cover
-    """Iterate MM 1 and MM 2 from ``(D, A)`` until the objective's relative change <= tol.
+    """Iterate MM 1, MM 2 and a sweep of exact plane rotations from ``(D, A)`` until the
+    objective's relative change <= tol.
 
     Returns ``(D, A, target, ok)``; ``A`` holds determinant-one shapes (EVE) or ``λ_k A_k``
     (VVE); ``ok`` is False when a shape became non-positive (a singular component).
@@ -46,6 +96,10 @@ def mm_orientation_loop(W, nk, D, A, omega, variable_volume, tol, max_iter):  # 
                     F[i, j] += WD[i, j] * (1.0 / A[k, j] - alpha)
         P, _s, Rt = np.linalg.svd(F)
         D = P @ Rt
+        # a sweep of exact plane rotations: the linear MM steps crawl once close (thousands of
+        # steps per M-step measured on faithful); each rotation minimises the objective over
+        # one angle in closed form, so the sweep cannot increase it and converges fast
+        _jacobi_sweep(W, D, A)
         # shapes: normalised diagonals of Dᵀ W_k D
         target = 0.0
         for k in range(K):
