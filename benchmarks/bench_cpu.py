@@ -1,45 +1,44 @@
 """EM speed of the fast CPU engine against scikit-learn, on the W1-W5 workloads of issue 5.
 
 For every workload both libraries start from the *same* parameters (``weights_init``,
-``means_init``, ``precisions_init``: K random data rows, the data's per-feature variance),
-run with ``tol=0``, and are timed at two iteration counts, each as the fastest of several
-runs; ms/iteration is the difference divided by the extra iterations, so validation, set-up
-and scikit-learn's closing E-step cancel. The longer count is raised until the difference is
-long enough to measure (gaussmix needs more iterations than scikit-learn for that), so no row
-is nan; should the difference still not be positive, the row shows ``t(b) / b`` marked ``<=``
-(an upper bound). Parameters of both libraries after the same 5 iterations are compared (max
-|a-b| / max |b| per array; float64 must agree to 1e-6). Each measurement runs in a fresh
-Python process whose peak RSS (``ru_maxrss``) is reported; the numba kernels are compiled (or
-loaded from cache) by a warm-up fit first.
+``means_init``, ``precisions_init``: K random data rows, the data's per-feature variance), run
+with ``tol=0``, and are timed at two iteration counts, each as the fastest of several runs (5
+for fits under 1 s, 3 under 5 s, 2 under 15 s, else 1); ms/iteration is the difference divided
+by the extra iterations, so validation, set-up and scikit-learn's closing E-step cancel. The
+longer count is raised until the difference is long enough to measure (gaussmix needs more
+iterations than scikit-learn for that), so no row is nan; should the difference still not be
+positive, the row shows ``t(b) / b`` marked ``<=`` (an upper bound). Parameters of both
+libraries after the same 5 iterations are compared (max |a-b| / max |b| per array; float64 must
+agree to 1e-6). Each measurement runs in a fresh Python process whose peak RSS (``ru_maxrss``)
+is reported; the numba kernels are compiled (or loaded from cache) by a warm-up fit first.
 
 Rows: W1-W5 (full, and diag on W2/W4: the headline median), the other covariance types on W2
 and W4 shapes, and mclust's 14 models on the same shapes against their scikit-learn peer
 ("full" for the ellipsoidal models, "diag" for the diagonal ones, "spherical" for EII/VII;
 the peer fits another model, so only its speed is compared: its time is reused from the peer's
-own row). Also printed: float32 rows (gaussmix on float32 data against scikit-learn on float64
-and on the same float32 data), ``predict_proba``/``score_samples`` on the W rows, the default
-k-means init on W4 against three EM iterations, and the peak memory of a default W4 fit
-against ``size(X) + 64 MiB``.
+own row). Also printed: float32 rows (gaussmix on float32 data against scikit-learn on float64,
+and on the same float32 data with ``--sklearn-float32``), ``predict_proba``/``score_samples``
+on the W rows, the default k-means init on W4 against three EM iterations, and the peak
+memory of a default W4 fit against ``size(X) + 64 MiB``.
 
 Rooflines: this machine's dgemm/sgemm rate (numpy matmul, 2000 x 2000, BLAS threads as
 configured) and memory bandwidth (a 256 MiB array copied by as many threads as gaussmix uses,
 read + write bytes) are measured at the start and the end of the run; every row prints its
-achieved GFLOP/s and GB/s and their share of the better of the two measurements. GFLOP/s
+achieved GFLOP/s and GB/s and their share of the measurement at the start. GFLOP/s
 counts useful arithmetic per iteration: ``2·N·K·d²`` for the full moment (a triangular
 Mahalanobis term and a symmetric scatter, d²/2 multiply-adds each) and ``6·N·K·d`` for the
 diagonal moment; exponentials are not counted. GB/s counts one read of ``X`` per iteration.
 
 Usage::
 
-    python benchmarks/bench_cpu.py            # the full table (a few minutes on 2 cores)
+    python benchmarks/bench_cpu.py            # the full table (15-30 minutes on 2 cores)
     python benchmarks/bench_cpu.py --quick    # small N, in one process: a smoke test
     python benchmarks/bench_cpu.py --only W4,W4-diag --json out.json
     python benchmarks/bench_cpu.py --no-mclust   # without the 28 rows of mclust's models
 
 If ``OPENBLAS_CORETYPE`` is set the script re-executes itself without it and without
 ``OPENBLAS_L2_SIZE`` (they would pin OpenBLAS to a slower kernel) and says so; the BLAS
-library, its kernel and thread count are printed from threadpoolctl. pomegranate joins as a
-second peer when it is installed.
+library, its kernel and thread count are printed from threadpoolctl.
 """
 
 from __future__ import annotations
@@ -232,7 +231,8 @@ def measure_em(
     a, b = 2, check_iter
     # fastest of several runs per fit length (single timings on a shared machine vary by tens
     # of percent); fewer runs of fits that take long
-    repeat = 5 if t1 * b < 1.0 else 3 if t1 * b < 15.0 else 2
+    longest = t1 * b
+    repeat = 5 if longest < 1.0 else 3 if longest < 5.0 else 2 if longest < 15.0 else 1
     if min_seconds == 0:  # --quick: a smoke test, one run each, no lengthening
         repeat = 1
     t_a, _ = _fit_seconds(lib, cov, w.k, X, start, a, repeat)
@@ -337,8 +337,10 @@ def measure_memory(lib: str, w: Workload, n: int, iters: int) -> dict:
 
 
 def child_main(spec: dict) -> dict:
-    w = Workload(**spec["workload"])
     kind = spec["kind"]
+    if kind == "limits":
+        return rooflines(spec["threads"])
+    w = Workload(**spec["workload"])
     if kind == "em":
         try:
             r = measure_em(
@@ -372,9 +374,9 @@ def run_child(spec: dict, in_process: bool) -> dict:
     )
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
     if proc.returncode != 0 or not lines:
+        name = spec.get("workload", {}).get("name")
         raise RuntimeError(
-            f"measurement {spec['kind']} {spec.get('lib')} {spec['workload']['name']} failed:\n"
-            + proc.stderr[-4000:]
+            f"measurement {spec['kind']} {spec.get('lib')} {name} failed:\n" + proc.stderr[-4000:]
         )
     out = json.loads(lines[-1][len("RESULT ") :])
     if "params" in out:
@@ -482,7 +484,7 @@ def _print_header(info: dict, roof: dict, args) -> None:
     )
     print(f"mode    : {mode}")
     print(
-        "timing  : ms/iter = (t(b iterations) - t(2)) / (b - 2), each t the fastest of 2-5 runs, "
+        "timing  : ms/iter = (t(b iterations) - t(2)) / (b - 2), each t the fastest of 1-5 runs, "
         f"b >= 5 raised until t(b) - t(2) >= {MIN_TIMED_SECONDS} s"
     )
     print()
@@ -495,6 +497,9 @@ def main(argv=None) -> int:
     parser.add_argument("--no-float32", action="store_true", help="skip the float32 rows")
     parser.add_argument("--no-mclust", action="store_true", help="skip mclust's 14 models")
     parser.add_argument("--no-predict", action="store_true", help="skip the prediction rows")
+    parser.add_argument(
+        "--sklearn-float32", action="store_true", help="also time scikit-learn on float32 data"
+    )
     parser.add_argument("--json", default="", help="also write every number to this file")
     parser.add_argument("--child", default="", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -519,7 +524,10 @@ def main(argv=None) -> int:
     ]
     if not chosen:
         parser.error(f"--only matched nothing; names: {', '.join(w.name for w in WORKLOADS)}")
-    roof = rooflines(info["gaussmix_threads"])
+    # in a child process: Linux keeps a parent's peak RSS across fork and exec, so 512 MiB
+    # of copy buffers here would show in every later measurement's RSS
+    limits = {"kind": "limits", "threads": info["gaussmix_threads"]}
+    roof = run_child(limits, False)
     _print_header(info, roof, args)
 
     results: dict = {"machine": info, "limits_start": roof, "quick": args.quick}
@@ -611,7 +619,7 @@ def main(argv=None) -> int:
             if not w.headline or (args.quick and w.name not in ("W1", "W4")):
                 continue
             n = rows(w)
-            sk32 = em("sklearn", w, "float32")
+            sk32 = em("sklearn", w, "float32") if args.sklearn_float32 else {"ms_per_iter": np.nan}
             gm32 = em("gaussmix", w, "float32")
             if w.name not in ours64 or "error" in gm32:
                 failures.append(f"{w.name} float32: {gm32.get('error')}")
@@ -689,7 +697,7 @@ def main(argv=None) -> int:
                 )
 
     info["load_average_end"] = os.getloadavg()
-    roof_end = rooflines(info["gaussmix_threads"])
+    roof_end = run_child(limits, False)
     results["limits_end"] = roof_end
     print()
     print(f"load    : {info['load_average_end'][0]:.2f} (1-min average at the end)")
