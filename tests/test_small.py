@@ -94,7 +94,6 @@ def test_ten_iterations_equal_run_em(faithful, iris, name, K, weighted):
         _assert_same(fit, ref, name)
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])
 @pytest.mark.parametrize("K", [1, 2, 4])
 @pytest.mark.parametrize("name", MCLUST_MODELS)

@@ -177,12 +177,13 @@ class SmallExecutor:
 # The E-step above, the M-step of every mclust model (the algorithms, tolerances and warm
 # starts of gaussmix._covariance, step for step) and the precision factorisation run in one
 # nogil compiled call per fit, so that an iteration costs its arithmetic and several fits can
-# run in threads. Results agree with run_em(SmallExecutor(X), ...) to rounding: the LAPACK
-# calls (eigh, svd) are the same, the small Cholesky factorisations, inverses, determinants
-# and sums are written out here in their textbook order.
-#
-# numba's cache is invalidated when this file changes, not when a function it calls from
-# another file does: after editing gaussmix._mm_kernel, delete __pycache__/_small.*.nbi.
+# run in threads. Results agree with run_em(SmallExecutor(X), ...) to rounding: the
+# eigendecompositions are LAPACK's as there; the small Cholesky factorisations, inverses,
+# determinants, sums and the MM loop's polar factors are written out here. The MM loop
+# (EVE, VVE) is a port of gaussmix._mm_kernel's: tests/test_small.py compares the two, so a
+# change there that is not ported here fails that test.
+# (Functions are compiled with error_model="numpy": a division by zero gives inf/nan, as in
+# numpy, instead of raising from inside the compiled loop.)
 
 _JIT = {"cache": True, "nogil": True, "error_model": "numpy"}
 # m_step's guard (scikit-learn's): an empty component keeps finite parameters
