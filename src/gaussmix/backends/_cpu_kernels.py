@@ -492,19 +492,20 @@ def _scatter_tile(a, b, m, out):
 
 @nb.njit(**_JIT)
 def estep_groups(
-    X, w, weighted, means, prec, tri, full, const, shift, cut, tile, group_rows, first, step,
-    nk, sx, sxx, ll,
+    X, w, weighted, means, prec, tri, full, const, shift, cut, tile, group_rows, first, stop,
+    step, nk, sx, sxx, ll,
 ):
-    """Statistics of row groups ``first, first + step, ...``, each into its own slot.
+    """Statistics of row groups ``first, first + step, ...`` below ``stop``, each into its own
+    slot.
 
     Group ``g`` covers rows ``[g·group_rows, (g+1)·group_rows)``. ``nk (G, K)``,
     ``sx (G, K, d)``, ``sxx (G, K, d, d)`` or ``(G, K, 1, d)``, ``ll (G,)``: the slots of the
     groups handled here are zeroed and filled (only the lower triangle of a full ``sxx``).
-    Callers run one such call per thread and add the slots in group order afterwards, so the
-    sum never depends on the number of threads or their timing.
+    Callers add the slots in group order afterwards, so the sum never depends on which thread
+    ran which group, or when.
     """
     n = X.shape[0]
-    for g in range(first, nk.shape[0], step):
+    for g in range(first, min(stop, nk.shape[0]), step):
         nk[g] = 0.0
         sx[g] = 0.0
         sxx[g] = 0.0
@@ -586,9 +587,11 @@ def scaled_centred(Xc, R, shift, Z, nk, sx, counts):
 
 @nb.njit(**_JIT)
 def rows_op(
-    X, means, prec, tri, full, const, cut, tile, op, group_rows, first, step, out2, out1, labels
+    X, means, prec, tri, full, const, cut, tile, op, group_rows, first, stop, step, out2, out1,
+    labels,
 ):
-    """Row-wise functions of the log-joint matrix, for row groups ``first, first + step, ...``.
+    """Row-wise functions of the log-joint matrix, for row groups ``first, first + step, ...``
+    below ``stop``.
 
     ``op``: 0 log-joint into ``out2`` (N, K); 1 ``log p(x)`` into ``out1`` (float64);
     2 posteriors into ``out2``; 3 arg-max component into ``labels``; 4 ``log max_k p(k | x)``
@@ -608,10 +611,10 @@ def rows_op(
     yt = np.empty((d, tile), dtype=X.dtype)
     bias = _tied_bias(means, prec[0]) if tri >= 4 else np.empty((0, d), dtype=X.dtype)
     n_groups = (n + group_rows - 1) // group_rows
-    for g in range(first, n_groups, step):
-        stop = min(n, (g + 1) * group_rows)
-        for t0 in range(g * group_rows, stop, tile):
-            m = min(tile, stop - t0)
+    for g in range(first, min(stop, n_groups), step):
+        end = min(n, (g + 1) * group_rows)
+        for t0 in range(g * group_rows, end, tile):
+            m = min(tile, end - t0)
             for r in range(m):
                 for i in range(d):
                     xt[i, r] = X[t0 + r, i]

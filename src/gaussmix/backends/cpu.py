@@ -37,6 +37,7 @@ saves.
 
 from __future__ import annotations
 
+import itertools
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -105,6 +106,29 @@ def _pool(n_threads: int) -> ThreadPoolExecutor:
             pool = ThreadPoolExecutor(n_threads, thread_name_prefix="gaussmix-cpu")
             _pools[n_threads] = pool
         return pool
+
+
+def _run_groups(run, n_groups: int, n_threads: int) -> None:
+    """``run(lo, hi)`` over consecutive batches of the groups ``[0, n_groups)``, claimed by the
+    threads as they come free.
+
+    A thread that the OS deschedules (a shared machine) then holds up only its current batch,
+    not a fixed share of the groups. Every group still has its own statistics slot, so the
+    result does not depend on who ran what.
+    """
+    if n_threads <= 1:
+        run(0, n_groups)
+        return
+    batch = max(1, n_groups // (4 * n_threads))
+    claims = itertools.count(0, batch)  # next() is one C call under the GIL: atomic
+
+    def task(_first, _step):
+        for lo in claims:
+            if lo >= n_groups:
+                return
+            run(lo, min(n_groups, lo + batch))
+
+    _run_threads(task, n_threads)
 
 
 def _run_threads(task, n_threads: int) -> None:
@@ -377,7 +401,7 @@ class CpuExecutor:
         else:
             tile = _tile(K, d)
 
-            def task(first, step):
+            def run(lo, hi):
                 _k.estep_groups(
                     self.X,
                     w,
@@ -391,15 +415,16 @@ class CpuExecutor:
                     cut,
                     tile,
                     rows,
-                    first,
-                    step,
+                    lo,
+                    hi,
+                    1,
                     nk,
                     sx,
                     sxx,
                     ll,
                 )
 
-            _run_threads(task, n_threads)
+            _run_groups(run, G, n_threads)
         # slots added in group order: the same sum whatever the threads did
         nk_t = nk.sum(axis=0)
         sx_t = sx.sum(axis=0)
@@ -458,7 +483,10 @@ class CpuExecutor:
             centre, Wq = _quadratic_weights(params, P, prep.const)
             mq = int(max(8, min(m, _QUAD_FEATURE_ELEMENTS // Wq.shape[0])))
 
-        def task(first, step):
+        # groups are claimed one at a time by whichever thread is free (see _run_groups)
+        claims = itertools.count()
+
+        def task(_first, _step):
             if quad:
                 F = np.empty((mq, Wq.shape[0]))
                 L = np.empty((m, K))
@@ -469,7 +497,9 @@ class CpuExecutor:
             lognorm = np.empty(m)
             Z = np.empty(K * m * d, dtype=dtype)
             counts = np.empty(K, dtype=np.int64)
-            for g in range(first, G, step):
+            for g in claims:
+                if g >= G:
+                    return
                 nk[g] = 0.0
                 sx[g] = 0.0
                 sxx[g] = 0.0
@@ -592,7 +622,7 @@ def row_op(params: MixtureParams, X: NDArray, op: str, n_threads: int | None = N
     labels = np.empty(n if code == 3 else 0, dtype=np.intp)
     cut = _k.EXP_CUT[X.dtype]
 
-    def task(first, step):
+    def run(lo, hi):
         _k.rows_op(
             X,
             prep.means,
@@ -604,14 +634,15 @@ def row_op(params: MixtureParams, X: NDArray, op: str, n_threads: int | None = N
             tile,
             code,
             rows,
-            first,
-            step,
+            lo,
+            hi,
+            1,
             out2,
             out1,
             labels,
         )
 
-    _run_threads(task, min(n_threads or default_threads(), n_groups))
+    _run_groups(run, n_groups, min(n_threads or default_threads(), n_groups))
     if code == 0:
         # the kernels work with a finite stand-in for log 0
         out2[:, params.weights == 0] = -np.inf
