@@ -6,13 +6,17 @@ Two paths compute the same statistics as the reference kernel
 - **fused** (every "diag"/"spherical" fit, and "full"/"tied" up to ``d = 24``): one numba
   kernel reads each row once and does Mahalanobis terms, log-sum-exp, responsibilities and the
   per-component first and second moments on a transposed tile of rows held in L1/L2 (loops
-  over rows innermost, so they vectorise), with a polynomial ``exp`` (a libm call per row and
-  component would dominate at small d). Tied covariances project each tile once
-  (``x P``) instead of once per component.
-- **blas** ("full"/"tied" above that): per chunk, the Mahalanobis terms of all components are
-  one GEMM ``X_chunk @ [P_1 ... P_K]`` (two GEMMs and 3/4 of the work when the factors are
-  upper triangular), a small kernel turns them into responsibilities, and each component's
-  scatter is the GEMM ``Zᵀ Z`` of its ``sqrt(r)``-scaled centred rows.
+  over rows innermost, so they vectorise), with a polynomial ``exp`` and ``log`` (a libm call
+  per row and component would dominate at small d, and keeps the loop scalar). Tied
+  covariances project each tile once (``x P``) instead of once per component.
+- **blas** ("full"/"tied" above that): per chunk, the log-joints of all components are one
+  GEMM. In float64 it takes quadratic features of the rows (``x'_i x'_j`` for ``i <= j``,
+  ``x'``, 1, with ``x'`` centred on the weighted mean of the means) against weights from the
+  precision matrices: ``d²/2`` multiply-adds per row and component, the useful minimum, and
+  a (rows, K) output. In float32 (where that expanded form would cancel) and for a tied
+  factor it is ``X_chunk @ [P_1 ... P_K]`` (two GEMMs, 3/4 of the work, for upper triangular
+  factors; one d × d factor when tied). A small kernel turns them into responsibilities, and
+  each component's scatter is the GEMM ``Zᵀ Z`` of its ``sqrt(r)``-scaled centred rows.
 
 Responsibilities that are exact zeros (log-ratio to the row's best component below -600 in
 float64, -70 in float32, where ``exp`` would return a slow denormal or 0 anyway) are skipped in
@@ -20,11 +24,11 @@ the statistics: whole tiles in the fused kernel, rows packed per component in th
 With well-separated components this removes most of the scatter work without changing it.
 
 Rows are cut into a fixed number of contiguous *groups* that depends only on the data shape;
-threads take groups, each group's statistics go to its own slot, and the slots are added in
-group order. The result therefore does not depend on how many threads ran or how they were
-scheduled. Threads are plain Python threads running kernels that release the GIL (BLAS is held
-to one thread meanwhile), not numba's parallel loops: one thread pool, never two competing for
-the cores, and about half the compile time of a ``parallel=True`` kernel.
+threads claim groups as they come free, each group's statistics go to its own slot, and the
+slots are added in group order. The result therefore does not depend on how many threads ran or
+how they were scheduled. Threads are plain Python threads running kernels that release the GIL
+(BLAS is held to one thread meanwhile), not numba's parallel loops: one thread pool, never two
+competing for the cores, and about half the compile time of a ``parallel=True`` kernel.
 
 float32 data is processed in float32 (twice the SIMD width, half the memory traffic): per-tile
 sums (at most 512 terms) in float32, every total in float64, around the float32-rounded shift;
