@@ -21,9 +21,17 @@ import pytest
 
 from gaussmix._covariance import MCLUST_MODELS, CollapsedComponentError, get_model
 from gaussmix._em import run_em
+from gaussmix._init import _from_labels
 from gaussmix._mm_kernel import mm_orientation_loop
 from gaussmix._params import MixtureParams
-from gaussmix._small import NON_FINITE, OK, SmallExecutor, _mm_loop, fit_small
+from gaussmix._small import (
+    NON_FINITE,
+    OK,
+    SmallExecutor,
+    _mm_loop,
+    fit_small,
+    start_from_labels,
+)
 from gaussmix._stats import SuffStats, accumulate, m_step
 from gaussmix.backends.numpy import NumpyExecutor
 from mclust_fixtures import em14_cases, load_dataset
@@ -188,6 +196,51 @@ def test_mm_loop_is_the_models_mm_loop(K, d, variable_volume):
     cov1 = np.einsum("ij,kj,lj->kil", D1, A1, D1)
     cov2 = np.einsum("ij,kj,lj->kil", D2, A2, D2)
     np.testing.assert_allclose(cov2, cov1, rtol=1e-6, atol=1e-6 * np.abs(cov1).max())
+
+
+@pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])
+@pytest.mark.parametrize("name", MCLUST_MODELS)
+def test_start_from_labels_is_the_init_m_step(faithful, iris, name, weighted):
+    """start_from_labels = gaussmix._init._from_labels (the grid's start from a partition),
+    then fit_small from it = run_em from it."""
+    for X in (faithful, iris):
+        w = _weights(len(X)) if weighted else None
+        for K in (1, 3):
+            labels = np.random.default_rng(K).integers(0, K, len(X))
+            ref = _from_labels(X, w, labels, K, get_model(name), REG)
+            start = start_from_labels(X, w, labels, K, name, reg_covar=REG)
+            assert start.status == OK and start.n_iter == 0
+            rtol = 1e-6 if name in _SENSITIVE else 1e-10
+            for got, want in ((start.weights, ref.weights), (start.means, ref.means),
+                              (start.covariances, ref.covariances)):  # fmt: skip
+                np.testing.assert_allclose(got, want, rtol=rtol, atol=rtol * np.abs(want).max())
+            p0 = start.params(name)
+            em = run_em(SmallExecutor(X, w), p0, reg_covar=REG, tol=1e-5, max_iter=30)
+            _assert_same(_fit(X, w, name, p0, reg_covar=REG, tol=1e-5, max_iter=30), em, name)
+
+
+def test_start_from_labels_reports_an_empty_component(iris):
+    labels = np.zeros(len(iris), dtype=int)  # component 1 empty
+    start = start_from_labels(iris, None, labels, 2, "VVV", reg_covar=0.0)
+    assert start.status == 1
+    with pytest.raises(CollapsedComponentError):
+        _from_labels(iris, None, labels, 2, get_model("VVV"), 0.0)
+    with pytest.raises(CollapsedComponentError):
+        start.raise_for_status(0.0)
+
+
+@pytest.mark.parametrize(
+    ("labels", "match"),
+    [
+        (np.full(150, 2), "labels must lie"),
+        (np.full(150, -1), "labels must lie"),
+        (np.zeros(149, dtype=int), "labels"),
+        (np.zeros(150), "labels"),
+    ],
+)
+def test_start_from_labels_bad_labels(iris, labels, match):
+    with pytest.raises(ValueError, match=match):
+        start_from_labels(iris, None, labels, 2, "VVV", reg_covar=REG)
 
 
 # ------------------------------------------------------------------------- singular fits

@@ -30,7 +30,7 @@ from gaussmix._gaussian import LOG_2PI
 from gaussmix._params import MixtureParams
 from gaussmix._stats import SuffStats
 
-__all__ = ["NON_FINITE", "OK", "SmallExecutor", "SmallFit", "fit_small"]
+__all__ = ["NON_FINITE", "OK", "SmallExecutor", "SmallFit", "fit_small", "start_from_labels"]
 
 _UNDERFLOW = -600.0
 
@@ -988,6 +988,24 @@ class SmallFit(NamedTuple):
         )  # fmt: skip
 
 
+def _model_code(model_name: str) -> int:
+    try:
+        return _CODES[model_name]
+    except (KeyError, TypeError):
+        raise ValueError(
+            f"model_name must be one of {list(MCLUST_MODELS)}, got {model_name!r}"
+        ) from None
+
+
+def _row_weights(sample_weight: NDArray | None, n: int) -> NDArray:
+    if sample_weight is None:
+        return np.ones(n)
+    w = np.ascontiguousarray(sample_weight, dtype=np.float64)
+    if w.shape != (n,):
+        raise ValueError(f"sample_weight must have shape {(n,)}, got {w.shape}")
+    return w
+
+
 def fit_small(
     X: NDArray,
     sample_weight: NDArray | None,
@@ -1043,12 +1061,7 @@ def fit_small(
     -------
     fit : SmallFit
     """
-    try:
-        code = _CODES[model_name]
-    except (KeyError, TypeError):
-        raise ValueError(
-            f"model_name must be one of {list(MCLUST_MODELS)}, got {model_name!r}"
-        ) from None
+    code = _model_code(model_name)
     X = np.ascontiguousarray(X, dtype=np.float64)
     if X.ndim != 2:
         raise ValueError(f"X must be a 2-D array, got shape {X.shape}")
@@ -1068,12 +1081,7 @@ def fit_small(
     if covariances.shape != want:
         raise ValueError(f"{model_name} covariances must have shape {want}, got "
                          f"{covariances.shape}")
-    if sample_weight is None:
-        w = np.ones(n)
-    else:
-        w = np.ascontiguousarray(sample_weight, dtype=np.float64)
-        if w.shape != (n,):
-            raise ValueError(f"sample_weight must have shape {(n,)}, got {w.shape}")
+    w = _row_weights(sample_weight, n)
     if isinstance(max_iter, bool) or not isinstance(max_iter, (int, np.integer)) or max_iter < 0:
         raise ValueError(f"max_iter must be a non-negative integer, got {max_iter!r}")
     if not reg_covar >= 0.0:
@@ -1086,3 +1094,128 @@ def fit_small(
     )  # fmt: skip
     weights, means, covariances, P, lbs, n_iter, converged, status = out
     return SmallFit(weights, means, covariances, lbs, int(n_iter), bool(converged), int(status), P)
+
+
+@njit(**_JIT)
+def _label_stats(X, w, labels, shift, full):  # pragma: no cover - compiled
+    """``(nk, sx, sxx)`` of a hard partition around ``shift`` (full or diagonal ``sxx``)."""
+    n, d = X.shape
+    K = shift.shape[0]
+    nk = np.zeros(K)
+    sx = np.zeros((K, d))
+    sxx = np.zeros((K, d, d)) if full else np.zeros((K, 1, d))
+    c = np.empty(d)
+    for i in range(n):
+        k = labels[i]
+        wi = w[i]
+        nk[k] += wi
+        for a in range(d):
+            c[a] = X[i, a] - shift[k, a]
+            sx[k, a] += wi * c[a]
+        if full:
+            for a in range(d):
+                for b in range(a + 1):
+                    sxx[k, a, b] += wi * c[a] * c[b]
+        else:
+            for a in range(d):
+                sxx[k, 0, a] += wi * c[a] * c[a]
+    if full:
+        for k in range(K):
+            for a in range(d):
+                for b in range(a):
+                    sxx[k, b, a] = sxx[k, a, b]
+    return nk, sx, sxx
+
+
+@njit(**_JIT)
+def _labels_diag(X, w, labels, shift, code, reg, inner_tol, inner_max):  # pragma: no cover
+    K, d = shift.shape
+    nk, sx, sxx = _label_stats(X, w, labels, shift, False)
+    weights = np.empty(K)
+    means = np.empty((K, d))
+    cov = np.empty((K, d))
+    no_previous = np.empty((K, d))
+    _m_step_diag(code, (nk, sx, sxx[:, 0, :].copy()), shift, reg, no_previous, False,
+                 inner_tol, inner_max, weights, means, cov)
+    P = np.empty((K, d))
+    status = _factor_diag(cov, P, np.empty(K))
+    return weights, means, cov, P, status
+
+
+@njit(**_JIT)
+def _labels_full(X, w, labels, shift, code, reg, inner_tol, inner_max):  # pragma: no cover
+    K, d = shift.shape
+    nk, sx, sxx = _label_stats(X, w, labels, shift, True)
+    weights = np.empty(K)
+    means = np.empty((K, d))
+    cov = np.empty((K, d, d))
+    no_previous = np.empty((K, d, d))
+    _m_step_full(code, (nk, sx, sxx), shift, reg, no_previous, np.empty(K), False,
+                 inner_tol, inner_max, weights, means, cov)
+    P = np.empty((K, d, d))
+    status = _factor_full(cov, P, np.empty(K))
+    return weights, means, cov, P, status
+
+
+def start_from_labels(
+    X: NDArray,
+    sample_weight: NDArray | None,
+    labels: NDArray,
+    n_components: int,
+    model_name: str,
+    *,
+    reg_covar: float,
+) -> SmallFit:
+    """A model's starting parameters from a hard partition, in one compiled call.
+
+    The M-step of :func:`gaussmix._init._from_labels` (statistics of the partition around
+    the weighted data mean, ``m_step`` with a cold start) without its numpy calls: a grid
+    starts every cell from a partition, and on small data that M-step costs more than many
+    EM iterations.
+
+    Parameters
+    ----------
+    X : ndarray of shape (n_samples, n_features)
+        Checked, finite data.
+    sample_weight : ndarray of shape (n_samples,) or None
+    labels : ndarray of shape (n_samples,) of int
+        Component of every row, in ``[0, n_components)``.
+    n_components : int
+    model_name : str
+        One of mclust's 14 names.
+    reg_covar : float
+        Non-negative regularisation.
+
+    Returns
+    -------
+    start : SmallFit
+        ``n_iter`` 0, no lower bounds; ``status`` as in :func:`fit_small` (a component
+        whose covariance is not positive definite, e.g. an empty one without
+        regularisation).
+    """
+    code = _model_code(model_name)
+    X = np.ascontiguousarray(X, dtype=np.float64)
+    if X.ndim != 2:
+        raise ValueError(f"X must be a 2-D array, got shape {X.shape}")
+    n, d = X.shape
+    w = _row_weights(sample_weight, n)
+    K = int(n_components)
+    if K < 1:
+        raise ValueError(f"n_components must be a positive integer, got {n_components!r}")
+    labels = np.asarray(labels)
+    if labels.shape != (n,) or labels.dtype.kind not in "iu":
+        raise ValueError(f"labels must be {n} integers, got shape {labels.shape} of "
+                         f"{labels.dtype}")  # fmt: skip
+    # the compiled code does not check bounds
+    if n and (labels.min() < 0 or labels.max() >= K):
+        raise ValueError(f"labels must lie in [0, {K}), got {labels.min()}..{labels.max()}")
+    if not reg_covar >= 0.0:
+        raise ValueError(f"reg_covar must be non-negative, got {reg_covar!r}")
+    centre = w @ X / w.sum()
+    shift = np.ascontiguousarray(np.broadcast_to(centre, (K, d)))
+    kernel = _labels_diag if code < _N_DIAGONAL else _labels_full
+    weights, means, cov, P, status = kernel(
+        X, w, labels.astype(np.intp), shift, code, float(reg_covar), float(INNER_TOL),
+        int(INNER_MAX_ITER),
+    )  # fmt: skip
+    return SmallFit(weights, means, cov, np.empty(0), 0, False, int(status), P)
