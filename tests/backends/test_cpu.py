@@ -103,6 +103,16 @@ def test_quadratic_form_path_far_from_the_origin(offset):
     assert stats.nk[-1] == 0.0
 
 
+@pytest.mark.slow
+def test_projection_path_beyond_the_quadratic_features():
+    # above d = 360 the float64 BLAS path projects rows on [P_1 ... P_K] instead (the
+    # quadratic features of even a few rows would be large)
+    rng = np.random.default_rng(23)
+    params = _params(rng, 2, 361, "full", offset=5.0)
+    X = _data(rng, MIN_ROWS + 7, params)
+    _assert_stats_close(CpuExecutor(X).e_step(params), NumpyExecutor(X).e_step(params), 1e-10)
+
+
 @pytest.mark.parametrize("shape", SHAPES, ids=SHAPE_IDS)
 @pytest.mark.parametrize("covariance_type", ["full", "tied"])
 def test_lower_triangular_factors_from_precisions_init(shape, covariance_type):

@@ -482,7 +482,8 @@ class CpuExecutor:
         # float64: every component's log-joint from quadratic features of the rows, one GEMM
         # of half the work above (float32 keeps the projections: the expanded quadratic form
         # cancels too much in single precision)
-        quad = per_component and dtype == np.float64
+        # (and only while d(d+1)/2 features of a few rows stay small: d <= 360)
+        quad = per_component and dtype == np.float64 and d * (d + 1) // 2 + d + 1 <= 1 << 16
         if quad:
             centre, Wq = _quadratic_weights(params, P, prep.const)
             mq = int(max(8, min(m, _QUAD_FEATURE_ELEMENTS // Wq.shape[0])))
