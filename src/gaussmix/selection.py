@@ -20,6 +20,7 @@ reports ``NA``, and can never be chosen. Small data run through a compiled singl
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import signal
@@ -54,6 +55,8 @@ COVARIANCE_TYPES = ("spherical", "diag", "tied", "full")
 DEFAULT_STARTS = ("hc", "k-means++")
 # up to this many rows the grid runs the compiled single-pass E-step; above, the CPU engine
 _SMALL_ROWS = 20_000
+# cells of a K are restarted from the classifications of that K's best few models
+_CROSS_SOURCES = 3
 
 
 
@@ -275,9 +278,10 @@ def _degenerate(params, nk: NDArray, n_values: int, n_parameters: int, reg_covar
     model, (K, d) = params.model, params.means.shape
     for k in range(K):
         eig = np.linalg.eigvalsh(model.full_matrix(params.covariances, k, d))
-        # mclust calls a covariance singular below sqrt(eps) relative; with reg_covar the
-        # floor is that added amount, so the data's own part is what must be positive
-        if eig[0] - reg_covar <= rteps * eig[-1]:
+        # singular as mclust's reciprocal condition test of the Cholesky factor calls it
+        # (eigenvalue ratio at rounding level); with reg_covar the floor is that added
+        # amount, so the data's own part is what must be positive
+        if eig[0] - reg_covar <= 100.0 * np.finfo(np.float64).eps * eig[-1]:
             return f"component {k} has a singular covariance (held up only by reg_covar)"
     return None
 
@@ -294,7 +298,6 @@ def _fit_cell(
 ) -> tuple[SelectionRow, GaussianMixture | None]:
     """Fit one cell from every start, keep the best, compute its criteria or why it is NA."""
     from gaussmix._covariance import get_model
-    from gaussmix._em import run_em
     from gaussmix._init import _from_labels, initial_params
     from gaussmix._mixture import log_resp_max
 
@@ -337,8 +340,7 @@ def _fit_cell(
                                         kernels=kernels)  # fmt: skip
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
-                    result = run_em(executor, p0, reg_covar=reg, tol=tol, max_iter=max_iter,
-                                    callback=callback, init_index=index)  # fmt: skip
+                    result = _run(executor, p0, reg, tol, max_iter, callback, index)
             except (CollapsedComponentError, FloatingPointError, np.linalg.LinAlgError) as exc:
                 reasons.append(_one_line(exc))
                 continue
@@ -380,6 +382,28 @@ def _fit_cell(
             limiter.restore_original_limits()
 
 
+def _run(executor, start, reg_covar: float, tol: float, max_iter: int, callback, index: int):
+    """EM from ``start``: one compiled call for mclust's models on small data (no callback
+    is needed there), else :func:`gaussmix._em.run_em`."""
+    from gaussmix._em import EMResult, run_em
+
+    name = start.model.name
+    small = type(executor).__name__ == "SmallExecutor"
+    if callback is None and small and name in MCLUST_MODELS:
+        from gaussmix._small import fit_small
+
+        fit = fit_small(executor.X, executor.sample_weight, name, start.weights, start.means,
+                        start.covariances, reg_covar=reg_covar, tol=tol,
+                        max_iter=max_iter)  # fmt: skip
+        fit.raise_for_status(reg_covar)
+        bounds = [float(v) for v in fit.lower_bounds]
+        return EMResult(params=fit.params(name), lower_bound=bounds[-1] if bounds else -np.inf,
+                        lower_bounds=bounds, n_iter=int(fit.n_iter),
+                        converged=bool(fit.converged))  # fmt: skip
+    return run_em(executor, start, reg_covar=reg_covar, tol=tol, max_iter=max_iter,
+                  callback=callback, init_index=index)  # fmt: skip
+
+
 def _row_log_resp_max(params, X: NDArray) -> NDArray:
     from gaussmix._gaussian import logsumexp
 
@@ -414,11 +438,16 @@ def _kmeans_kernels():
         return None
 
 
+@functools.cache
+def _estimator_params() -> frozenset[str]:
+    return frozenset(GaussianMixture().get_params())
+
+
 def _estimator(
     result, K: int, covariance_type: str, opts: dict[str, Any], dtype
 ) -> GaussianMixture:
     """A fitted GaussianMixture holding one EM result (no refit)."""
-    keep = {k: v for k, v in opts.items() if k in GaussianMixture().get_params()}
+    keep = {k: v for k, v in opts.items() if k in _estimator_params()}
     est = GaussianMixture(K, covariance_type=covariance_type, **keep)
     est._set_fitted(result.params, dtype)
     est.n_features_in_ = result.params.n_features
@@ -658,7 +687,19 @@ def select(
     cells = [(k, t) for t in types for k in ks]
     jobs = _resolve_jobs(n_jobs, len(cells))
     results: dict[tuple[int, str], tuple[SelectionRow, GaussianMixture | None]] = {}
-    if jobs == 1:
+    if jobs == 1 and callback is None and n <= _SMALL_ROWS:
+        # small data: each fit is one single-threaded compiled call that releases the GIL,
+        # so the cells themselves are the level of parallelism (threads, no processes)
+        from concurrent.futures import ThreadPoolExecutor, as_completed
+
+        with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+            futures = {pool.submit(_fit_cell, X, k, t, params, None, None, hc.get(k), w): (k, t)
+                       for k, t in sorted(cells, key=lambda c: -c[0])}  # fmt: skip
+            for done, future in enumerate(as_completed(futures), start=1):
+                results[futures[future]] = future.result()
+                if on_cell is not None:
+                    on_cell(results[futures[future]][0], done, len(cells))
+    elif jobs == 1:
         for done, (k, t) in enumerate(cells, start=1):
             results[(k, t)] = _fit_cell(X, k, t, params, None, callback, hc.get(k), w)
             if on_cell is not None:
@@ -695,21 +736,33 @@ def _cross_starts(X, w, ks, types, params, results, callback) -> None:
     cell; a cell keeps whichever fit has the lower BIC.
     """
     for k in ks:
-        fitted = [(results[(k, t)][0].bic, t) for t in types if results[(k, t)][1] is not None]
+        fitted = sorted((results[(k, t)][0].bic, t) for t in types
+                        if results[(k, t)][1] is not None)  # fmt: skip
         if k == 1 or not fitted:
             continue
-        _, best_type = min(fitted)
-        labels = results[(k, best_type)][1].predict(X)
-        if np.unique(labels).size < k:
-            continue
-        for t in types:
-            if t == best_type:
-                continue
-            row, est = _fit_cell(X, k, t, {**params, "starts": ("hc",)}, None, callback,
-                                 labels, w)  # fmt: skip
-            old = results[(k, t)][0]
-            if est is not None and not (row.bic >= old.bic):
-                results[(k, t)] = (row, est)
+        # the classifications of the best few models at this K (distinct ones only)
+        seeds: list[tuple[str, NDArray]] = []
+        for _, source in fitted[:_CROSS_SOURCES]:
+            labels = results[(k, source)][1].predict(X)
+            if np.unique(labels).size == k and not any(
+                _same_partition(labels, other) for _, other in seeds
+            ):
+                seeds.append((source, labels))
+        for source, labels in seeds:
+            for t in types:
+                if t == source:
+                    continue
+                row, est = _fit_cell(X, k, t, {**params, "starts": ("hc",)}, None, callback,
+                                     labels, w)  # fmt: skip
+                old = results[(k, t)][0]
+                if est is not None and not (row.bic >= old.bic):
+                    results[(k, t)] = (row, est)
+
+
+def _same_partition(a: NDArray, b: NDArray) -> bool:
+    """Whether two labellings are the same partition (up to renaming the groups)."""
+    pairs = np.unique(np.stack([a, b]), axis=1)
+    return pairs.shape[1] == np.unique(a).size == np.unique(b).size
 
 
 def _grid_types(covariance_types: Sequence[str] | str) -> list[str]:
