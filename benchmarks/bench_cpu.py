@@ -26,7 +26,8 @@ configured) and memory bandwidth (a 256 MiB array copied by as many threads as g
 read + write bytes) are measured at the start and the end of the run; every row prints its
 achieved GFLOP/s and GB/s and their share of the measurement at the start. GFLOP/s
 counts useful arithmetic per iteration: ``2·N·K·d²`` for the full moment (a triangular
-Mahalanobis term and a symmetric scatter, d²/2 multiply-adds each) and ``6·N·K·d`` for the
+Mahalanobis term and a symmetric scatter, d²/2 multiply-adds each), ``N·d² + N·K·d² + 3·N·K·d``
+when the factor is shared (tied, EEE: one projection per row), and ``6·N·K·d`` for the
 diagonal moment; exponentials are not counted. GB/s counts one read of ``X`` per iteration.
 
 Usage::
@@ -166,7 +167,11 @@ def start_params(covariance_type: str, k: int, X: np.ndarray) -> dict:
 def useful_flops(covariance_type: str, n: int, d: int, k: int) -> float:
     from gaussmix._covariance import get_model
 
-    if get_model(covariance_type).moment == "full":
+    model = get_model(covariance_type)
+    if model.moment == "full" and model.shared_factor:
+        # one triangular projection per row, distances in the projected space, the scatter
+        return n * d**2 + 3.0 * n * k * d + n * k * d**2
+    if model.moment == "full":
         return 2.0 * n * k * d**2
     return 6.0 * n * k * d
 
