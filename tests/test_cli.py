@@ -224,14 +224,27 @@ def test_select_table_best_model_and_json(ws, faithful):
     expected = select(faithful, range(1, 5), "all", "bic", random_state=0)
     proc = ok(run("select", "faithful.csv", "--k-max", "4", "-o", "best.gmm", cwd=ws))
     lines = proc.stdout.splitlines()
-    assert lines[1].split() == ["K", "spherical", "diag", "tied", "full"]
+    # mclust's 14 models in two blocks of 7 columns, K = 1..4 each
+    models = expected.covariance_types
+    assert len(models) == 14
     best = expected.best_row
-    starred = [ln for ln in lines[2:6] if "*" in ln]
-    assert len(starred) == 1 and starred[0].split()[0] == str(best.n_components)
+    values = expected.values("bic")
+    starred = []
+    for block in range(2):
+        head = 1 + block * 5
+        assert lines[head].split() == ["K", *models[7 * block : 7 * block + 7]]
+        for r in range(4):
+            fields = lines[head + 1 + r].split()
+            assert fields[0] == str(r + 1)
+            cells = [np.nan if c == "NA" else float(c.rstrip("*")) for c in fields[1:]]
+            np.testing.assert_allclose(cells, values[r, 7 * block : 7 * block + 7], atol=6e-3)
+            starred += [(r + 1, models[7 * block + j]) for j, c in enumerate(fields[1:])
+                        if c.endswith("*")]  # fmt: skip
+    assert starred == [(best.n_components, best.covariance_type)]
     assert f"best: K={best.n_components} {best.covariance_type}  BIC {best.bic:.4f}" in proc.stdout
-    for r in range(len(expected.k_values)):
-        cells = [float(c.rstrip("*")) for c in lines[2 + r].split()[1:]]
-        np.testing.assert_allclose(cells, expected.values("bic")[r], atol=6e-4)
+    assert "top 3 models by BIC:" in proc.stdout
+    top = expected.top(3)
+    assert f"1. {top[0].covariance_type},{top[0].n_components}" in proc.stdout
     written = gaussmix.load(ws / "best.gmm")
     np.testing.assert_allclose(written.means_, expected.best_model.means_, rtol=1e-12)
     payload = json.loads(
