@@ -7,7 +7,8 @@ work dominates. For every model on R's faithful (272 x 2) and iris (150 x 4), bo
 k-means partition); a row reports microseconds per iteration, start and per-fit overhead
 included, each the fastest of ``--repeat`` runs (the machine is shared: the fastest is the
 least disturbed). ``--grid`` also times the whole 14 x 9 grid to convergence (tol 1e-5, as
-mclust) from k-means partitions, one start per cell, both ways.
+mclust) from k-means partitions, one start per cell: run_em from numpy starts against
+start_from_labels + fit_small, serially and in two threads (the fits release the GIL).
 
     python benchmarks/bench_small.py [--components 3] [--iters 50] [--repeat 7] [--grid]
 """
@@ -19,13 +20,14 @@ import json
 import platform
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
 from gaussmix._covariance import MCLUST_MODELS, CollapsedComponentError, get_model
 from gaussmix._em import run_em
-from gaussmix._small import SmallExecutor, fit_small
+from gaussmix._small import OK, SmallExecutor, fit_small, start_from_labels
 from gaussmix._stats import SuffStats, accumulate, m_step
 
 DATA = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "data"
@@ -80,8 +82,14 @@ def _per_iteration(X, K, repeat, iters):
 
 
 def _grid(X, repeat):
-    """Seconds for the 14 x 9 grid to convergence, both ways (fastest of ``repeat``)."""
-    starts = {(m, K): _start(X, K, m) for m in MCLUST_MODELS for K in range(1, 10)}
+    """Seconds for the 14 x 9 grid to convergence (fastest of ``repeat``): run_em from
+    numpy starts, against start_from_labels + fit_small serially and in two threads."""
+    from sklearn.cluster import KMeans
+
+    labels = {K: KMeans(K, n_init=1, random_state=0).fit_predict(X) if K > 1
+              else np.zeros(len(X), dtype=int) for K in range(1, 10)}  # fmt: skip
+    cells = [(m, K) for m in MCLUST_MODELS for K in range(1, 10)]
+    starts = {(m, K): _start(X, K, m) for m, K in cells}
     executor = SmallExecutor(X)
     iters = {"run_em": 0, "fit_small": 0}
 
@@ -94,16 +102,27 @@ def _grid(X, repeat):
             except (CollapsedComponentError, FloatingPointError):
                 pass
 
+    def cell(c):
+        m, K = c
+        p0 = start_from_labels(X, None, labels[K], K, m, reg_covar=REG)
+        if p0.status != OK:
+            return 0
+        return fit_small(X, None, m, p0.weights, p0.means, p0.covariances,
+                         reg_covar=REG, tol=1e-5, max_iter=1000).n_iter  # fmt: skip
+
     def compiled():
-        iters["fit_small"] = 0
-        for (m, _), p0 in starts.items():
-            fit = fit_small(X, None, m, p0.weights, p0.means, p0.covariances,
-                            reg_covar=REG, tol=1e-5, max_iter=1000)  # fmt: skip
-            iters["fit_small"] += fit.n_iter
+        iters["fit_small"] = sum(cell(c) for c in cells)
+
+    def threaded():
+        # the slowest cells first, so that the two threads end together
+        with ThreadPoolExecutor(2) as pool:
+            return sum(pool.map(cell, sorted(cells, key=lambda c: -c[1])))
 
     t_new = _best(compiled, repeat)
+    t_threads = _best(threaded, repeat)
     t_ref = _best(reference, 1)
-    return {"run_em_s": t_ref, "fit_small_s": t_new, **{f"{k}_iters": v for k, v in iters.items()}}
+    return {"run_em_s": t_ref, "fit_small_s": t_new, "fit_small_2_threads_s": t_threads,
+            **{f"{k}_iters": v for k, v in iters.items()}}  # fmt: skip
 
 
 def main() -> None:
@@ -131,8 +150,9 @@ def main() -> None:
             g = _grid(X, max(1, args.repeat // 3))
             out[name]["grid"] = g
             print(f"grid 14 x K=1..9 to tol 1e-5 (k-means starts): run_em {g['run_em_s']:.2f} s "
-                  f"({g['run_em_iters']} iterations), fit_small {g['fit_small_s']:.3f} s "
-                  f"({g['fit_small_iters']} iterations)")
+                  f"({g['run_em_iters']} iterations); start_from_labels + fit_small "
+                  f"{g['fit_small_s']:.3f} s ({g['fit_small_iters']} iterations), in 2 threads "
+                  f"{g['fit_small_2_threads_s']:.3f} s")
     if args.json:
         with open(args.json, "w", encoding="utf-8") as fh:
             json.dump(out, fh, indent=1)

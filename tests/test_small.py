@@ -12,6 +12,7 @@ from mclust's own starts (golden fixtures), report singular fits as run_em's err
 fits in threads without holding the GIL.
 """
 
+import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -22,13 +23,11 @@ import pytest
 from gaussmix._covariance import MCLUST_MODELS, CollapsedComponentError, get_model
 from gaussmix._em import run_em
 from gaussmix._init import _from_labels
-from gaussmix._mm_kernel import mm_orientation_loop
 from gaussmix._params import MixtureParams
 from gaussmix._small import (
     NON_FINITE,
     OK,
     SmallExecutor,
-    _mm_loop,
     fit_small,
     start_from_labels,
 )
@@ -64,7 +63,7 @@ def _fit(X, w, name, p0, **kw):
 
 
 def _assert_same(fit, ref, name, rtol=None):
-    rtol = rtol if rtol is not None else (1e-6 if name in _SENSITIVE else 1e-10)
+    rtol = rtol if rtol is not None else (1e-7 if name in _SENSITIVE else 1e-10)
     p = ref.params
     for got, want in (
         (fit.weights, p.weights),
@@ -172,30 +171,31 @@ def test_zero_iterations_returns_the_start(iris):
     np.testing.assert_array_equal(fit.covariances, p0.covariances)
 
 
-@pytest.mark.parametrize("variable_volume", [False, True], ids=["EVE", "VVE"])
-@pytest.mark.parametrize(("K", "d"), [(1, 3), (2, 2), (3, 4), (4, 6)])
-def test_mm_loop_is_the_models_mm_loop(K, d, variable_volume):
-    """fit_small's MM loop (its own polar factor instead of LAPACK's SVD) follows
-    gaussmix._mm_kernel's: same objective, same orientation, same shapes. If this fails,
-    _mm_kernel changed: port the change to gaussmix._small._mm_loop."""
-    rng = np.random.default_rng(K * 10 + d)
-    base = rng.standard_normal((d, d))
-    W = np.stack([(m @ m.T) * 40 for m in base + 0.6 * rng.standard_normal((K, d, d))])
-    nk = rng.uniform(20, 60, K)
-    omega = np.linalg.eigvalsh(W)[:, -1].copy()
-    D0 = np.linalg.qr(rng.standard_normal((d, d)))[0]
-    A0 = np.einsum("ji,kjl,li->ki", D0, W, D0) / nk[:, None]
-    if not variable_volume:
-        A0 /= np.exp(np.log(A0).mean(axis=1))[:, None]
-    args = (W, nk, D0, A0, omega, variable_volume, 1e-15, 10_000)
-    D1, A1, t1, ok1 = mm_orientation_loop(*[a.copy() if isinstance(a, np.ndarray) else a
-                                            for a in args])  # fmt: skip
-    D2, A2, t2, ok2 = _mm_loop(*args)
-    assert ok1 and ok2
-    assert t2 == pytest.approx(t1, rel=1e-12)
-    cov1 = np.einsum("ij,kj,lj->kil", D1, A1, D1)
-    cov2 = np.einsum("ij,kj,lj->kil", D2, A2, D2)
-    np.testing.assert_allclose(cov2, cov1, rtol=1e-6, atol=1e-6 * np.abs(cov1).max())
+def test_stale_cache_of_the_mm_loop_is_dropped(tmp_path, monkeypatch):
+    """numba would keep the MM loop compiled into this file's cache after _mm_kernel.py
+    changes: an index older than _mm_kernel.py is removed at import."""
+    import gaussmix._mm_kernel as kernel
+    import gaussmix._small as small
+
+    index = tmp_path / "stale.nbi"
+    index.write_bytes(b"x")
+    fresh = tmp_path / "fresh.nbi"
+    fresh.write_bytes(b"x")
+    now = os.stat(kernel.__file__).st_mtime
+    os.utime(index, (now - 10, now - 10))
+    os.utime(fresh, (now + 10, now + 10))
+
+    class Fake:  # the attributes numba's dispatchers have
+        def __init__(self, path):
+            self._cache = type("C", (), {"_cache_file": type("F", (), {"_index_path": path})})
+
+    monkeypatch.setattr(small, "_fake_stale", Fake(str(index)), raising=False)
+    monkeypatch.setattr(small, "_fake_fresh", Fake(str(fresh)), raising=False)
+    small._drop_stale_cache()
+    assert not index.exists() and fresh.exists()
+    # the real dispatchers have these attributes: their indexes are where numba keeps them
+    path = small._fit_full._cache._cache_file._index_path
+    assert path.endswith(".nbi") and "_small._fit_full" in path
 
 
 @pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])

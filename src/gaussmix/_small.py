@@ -19,6 +19,7 @@ grid's fits can also run in threads.
 
 from __future__ import annotations
 
+import os
 from typing import NamedTuple
 
 import numpy as np
@@ -27,6 +28,7 @@ from numpy.typing import NDArray
 
 from gaussmix._covariance import INNER_MAX_ITER, INNER_TOL, MCLUST_MODELS, _collapsed
 from gaussmix._gaussian import LOG_2PI
+from gaussmix._mm_kernel import mm_orientation_loop
 from gaussmix._params import MixtureParams
 from gaussmix._stats import SuffStats
 
@@ -179,9 +181,9 @@ class SmallExecutor:
 # nogil compiled call per fit, so that an iteration costs its arithmetic and several fits can
 # run in threads. Results agree with run_em(SmallExecutor(X), ...) to rounding: the
 # eigendecompositions are LAPACK's as there; the small Cholesky factorisations, inverses,
-# determinants, sums and the MM loop's polar factors are written out here. The MM loop
-# (EVE, VVE) is a port of gaussmix._mm_kernel's: tests/test_small.py compares the two, so a
-# change there that is not ported here fails that test.
+# determinants and sums are written out here. The MM loop (EVE, VVE) is gaussmix._mm_kernel's
+# own, compiled into this file's functions; see _drop_stale_cache for what that means for
+# numba's cache.
 # (Functions are compiled with error_model="numpy": a division by zero gives inf/nan, as in
 # numpy, instead of raising from inside the compiled loop.)
 
@@ -404,153 +406,6 @@ def _mm_fallback_shapes(W, nk, variable_volume):  # pragma: no cover - compiled
 
 
 @njit(**_JIT)
-def _polar(F, Q):  # pragma: no cover - compiled
-    """Orthogonal polar factor ``Q = P Rᵀ`` of ``F = P S Rᵀ`` by one-sided Jacobi.
-
-    On a d × d matrix LAPACK's SVD costs microseconds of call overhead (copies, workspace
-    queries) for a few hundred flops, and the MM loop takes two per step, thousands of steps
-    per M-step at worst. Hestenes' rotations orthogonalise the columns of ``F V`` to full
-    accuracy; where ``F`` is (numerically) singular the factor is not unique and LAPACK's is
-    taken.
-    """
-    d = F.shape[0]
-    G = F.copy()
-    V = np.eye(d)
-    for _ in range(64):
-        rotated = False
-        for p in range(d - 1):
-            for q in range(p + 1, d):
-                alpha = 0.0
-                beta = 0.0
-                gamma = 0.0
-                for i in range(d):
-                    alpha += G[i, p] * G[i, p]
-                    beta += G[i, q] * G[i, q]
-                    gamma += G[i, p] * G[i, q]
-                if abs(gamma) <= 1e-16 * np.sqrt(alpha * beta) or gamma == 0.0:
-                    continue
-                rotated = True
-                zeta = (beta - alpha) / (2.0 * gamma)
-                t = (1.0 if zeta >= 0.0 else -1.0) / (abs(zeta) + np.sqrt(1.0 + zeta * zeta))
-                c = 1.0 / np.sqrt(1.0 + t * t)
-                s = c * t
-                for i in range(d):
-                    gp = G[i, p]
-                    gq = G[i, q]
-                    G[i, p] = c * gp - s * gq
-                    G[i, q] = s * gp + c * gq
-                    vp = V[i, p]
-                    vq = V[i, q]
-                    V[i, p] = c * vp - s * vq
-                    V[i, q] = s * vp + c * vq
-        if not rotated:
-            break
-    norms = np.empty(d)
-    top = 0.0
-    for j in range(d):
-        s = 0.0
-        for i in range(d):
-            s += G[i, j] * G[i, j]
-        norms[j] = np.sqrt(s)
-        top = max(top, norms[j])
-    for j in range(d):
-        if not (norms[j] > 1e-12 * top and np.isfinite(norms[j])):
-            P, _s, Rt = np.linalg.svd(F)
-            Q[:, :] = P @ Rt
-            return
-    for i in range(d):
-        for m in range(d):
-            s = 0.0
-            for j in range(d):
-                s += G[i, j] / norms[j] * V[m, j]
-            Q[i, m] = s
-
-
-@njit(**_JIT)
-def _mm_loop(W, nk, D, A, omega, variable_volume, tol, max_iter):  # pragma: no cover
-    """gaussmix._mm_kernel.mm_orientation_loop step for step, its products written out and
-    its SVDs replaced by :func:`_polar` (the same factor; a few times to tens of times
-    cheaper on d × d matrices)."""
-    K, d, _ = W.shape
-    target = np.inf
-    previous = np.inf
-    diag = np.empty((K, d))
-    WD = np.empty((K, d, d))
-    F = np.empty((d, d))
-    D = D.copy()
-    A = A.copy()
-    for _ in range(max_iter):
-        # MM 1: Σ_k (W_k - ω_k I) D A_k⁻¹
-        _products(W, D, WD)
-        F[:, :] = 0.0
-        for k in range(K):
-            for i in range(d):
-                for j in range(d):
-                    F[i, j] += (WD[k, i, j] - omega[k] * D[i, j]) / A[k, j]
-        _polar(F, D)
-        # MM 2: Σ_k W_k D (A_k⁻¹ - α_k I), α_k = max_j 1/a_kj
-        _products(W, D, WD)
-        F[:, :] = 0.0
-        for k in range(K):
-            alpha = 0.0
-            for j in range(d):
-                alpha = max(alpha, 1.0 / A[k, j])
-            for i in range(d):
-                for j in range(d):
-                    F[i, j] += WD[k, i, j] * (1.0 / A[k, j] - alpha)
-        _polar(F, D)
-        # shapes: normalised diagonals of Dᵀ W_k D
-        _products(W, D, WD)
-        target = 0.0
-        for k in range(K):
-            log_sum = 0.0
-            for j in range(d):
-                v = 0.0
-                for i in range(d):
-                    v += D[i, j] * WD[k, i, j]
-                if variable_volume:
-                    v /= nk[k]
-                if not v > 0.0:
-                    return D, A, np.nan, False
-                diag[k, j] = v
-                log_sum += np.log(v)
-            if variable_volume:
-                # VVE weighs component k by 1/a_k, a_k = diag(Dᵀ W_k D) / n_k; its objective
-                # is the profile -2 log-likelihood Σ_k n_k Σ_j log a_kj
-                for j in range(d):
-                    A[k, j] = diag[k, j]
-                target += nk[k] * log_sum
-                continue
-            g = np.exp(log_sum / d)
-            for j in range(d):
-                A[k, j] = diag[k, j] / g
-            for j in range(d):
-                v = 0.0
-                for i in range(d):
-                    v += D[i, j] * WD[k, i, j]
-                target += v / A[k, j]
-        change = abs(target - previous) / (1.0 + abs(target))
-        previous = target
-        if change <= tol:
-            break
-    if variable_volume:
-        return D, diag.copy(), target, True
-    return D, A, target, True
-
-
-@njit(**_JIT)
-def _products(W, D, WD):  # pragma: no cover - compiled
-    K, d, _ = W.shape
-    for k in range(K):
-        for i in range(d):
-            for j in range(d):
-                s = 0.0
-                for m in range(d):
-                    s += W[k, i, m] * D[m, j]
-                WD[k, i, j] = s
-
-
-@njit(**_JIT)
 def _covariances_full(code, nk, W, prev, prev_logdet, has_prev, inner_tol, inner_max,
                       cov):  # pragma: no cover - compiled
     """Each general model's ``_covariances`` (before symmetrisation) into ``cov``."""
@@ -627,7 +482,8 @@ def _covariances_full(code, nk, W, prev, prev_logdet, has_prev, inner_tol, inner
         omega = np.empty(K)
         for k in range(K):
             omega[k] = np.linalg.eigvalsh(W[k])[d - 1]
-        D, A, target, ok = _mm_loop(W, nk, D0, A0, omega, variable, inner_tol, inner_max)
+        D, A, target, ok = mm_orientation_loop(W, nk, D0, A0, omega, variable, inner_tol,
+                                               inner_max)
         if not ok:
             cov[:, :, :] = np.nan
             return
@@ -1219,3 +1075,28 @@ def start_from_labels(
         int(INNER_MAX_ITER),
     )  # fmt: skip
     return SmallFit(weights, means, cov, np.empty(0), 0, False, int(status), P)
+
+
+def _drop_stale_cache() -> None:
+    """Forget this file's compiled cache when gaussmix._mm_kernel is newer than it.
+
+    numba keys a cached function on its own source file only: the MM loop compiled into
+    fit_small's cached code would stay the old one after _mm_kernel.py changes (numba's
+    documented limitation), and fit_small would silently part from run_em. Removing this
+    file's cache indexes makes numba compile them again (and write new ones). Best effort: a
+    numba without these attributes, or a read-only cache, leaves the cache as it is.
+    """
+    from gaussmix import _mm_kernel
+
+    try:
+        kernel = os.stat(_mm_kernel.__file__).st_mtime
+        for obj in list(globals().values()):
+            cache_file = getattr(getattr(obj, "_cache", None), "_cache_file", None)
+            index = getattr(cache_file, "_index_path", None)
+            if index and os.path.isfile(index) and os.stat(index).st_mtime < kernel:
+                os.remove(index)
+    except (OSError, AttributeError, TypeError):  # pragma: no cover - best effort
+        pass
+
+
+_drop_stale_cache()
