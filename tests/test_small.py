@@ -351,12 +351,12 @@ def test_the_gil_is_released_during_a_fit(iris):
     fit_kw = {"reg_covar": REG, "tol": -1.0, "max_iter": 20}
     _fit(iris, None, "VVV", p0, **fit_kw)  # compiled or loaded from the cache
     t = time.perf_counter()
-    _fit(iris, None, "VVV", p0, **{**fit_kw, "max_iter": 4000})
+    _fit(iris, None, "VVV", p0, **{**fit_kw, "max_iter": 10000})
     duration = time.perf_counter() - t
     done = threading.Event()
 
     def work():
-        _fit(iris, None, "VVV", p0, **{**fit_kw, "max_iter": 4000})
+        _fit(iris, None, "VVV", p0, **{**fit_kw, "max_iter": 10000})
         done.set()
 
     worker = threading.Thread(target=work)
@@ -369,7 +369,8 @@ def test_the_gil_is_released_during_a_fit(iris):
         last = now
     worker.join()
     # holding the GIL, the fit would stall this loop for its whole duration
-    assert gap < duration / 3, (gap, duration)
+    # (half of it: this shared machine may pause the loop for a while on its own)
+    assert gap < duration / 2, (gap, duration)
 
 
 # ------------------------------------------------------------------- mclust's golden values
