@@ -201,6 +201,140 @@ _N_DIAGONAL = 6
 (_EII, _VII, _EEI, _VEI, _EVI, _VVI, _EEE, _VEE, _EVE, _VVE, _EEV, _VEV, _EVV, _VVV) = range(14)
 
 
+# fit_small's E-step: the same sums as _estep_full/_estep_diag, laid out by component over
+# all rows (the data transposed once per fit) so that the inner loops run over rows and
+# vectorise; 'reassoc' lets the row sums vectorise too (their order, and so their last bits,
+# then depend on the SIMD width, as BLAS's do). 2.4-3.9x faster than the row-major kernels on
+# faithful, iris and banknote at K = 3 and 9.
+_COLS = {**_JIT, "fastmath": {"reassoc", "contract"}}
+
+
+@njit(**_COLS)
+def _responsibilities(Lk, w, top, s):  # pragma: no cover - compiled
+    """Log-joints ``Lk`` (K, n) -> weighted responsibilities in place; returns Σ w log p."""
+    K, n = Lk.shape
+    for i in range(n):
+        top[i] = Lk[0, i]
+    for k in range(1, K):
+        for i in range(n):
+            top[i] = max(top[i], Lk[k, i])
+    for i in range(n):
+        s[i] = 0.0
+    for k in range(K):
+        for i in range(n):
+            x = Lk[k, i] - top[i]
+            # see _estep_full: below e^-600 a responsibility changes no sum
+            e = 0.0 if x < _UNDERFLOW else np.exp(x)
+            Lk[k, i] = e
+            s[i] += e
+    ll = 0.0
+    for i in range(n):
+        ll += w[i] * (top[i] + np.log(s[i]))
+        s[i] = w[i] / s[i]
+    for k in range(K):
+        for i in range(n):
+            Lk[k, i] *= s[i]
+    return ll
+
+
+@njit(**_COLS)
+def _estep_cols_full(XT, w, means, P, const, Lk, top, s, acc):  # pragma: no cover - compiled
+    """_estep_full (shift = means) over transposed data ``XT`` (d, n); scratch ``Lk`` (K, n),
+    ``top``, ``s``, ``acc`` (n,). ``P`` is upper triangular (``_precision_factor``)."""
+    d, n = XT.shape
+    K = means.shape[0]
+    nk = np.zeros(K)
+    sx = np.zeros((K, d))
+    sxx = np.zeros((K, d, d))
+    for k in range(K):
+        row = Lk[k]
+        for i in range(n):
+            row[i] = 0.0
+        for b in range(d):
+            for i in range(n):
+                acc[i] = 0.0
+            for a in range(b + 1):
+                p = P[k, a, b]
+                m = means[k, a]
+                xa = XT[a]
+                for i in range(n):
+                    acc[i] += (xa[i] - m) * p
+            for i in range(n):
+                row[i] += acc[i] * acc[i]
+        c = const[k]
+        for i in range(n):
+            row[i] = c - 0.5 * row[i]
+    ll = _responsibilities(Lk, w, top, s)
+    for k in range(K):
+        r = Lk[k]
+        t = 0.0
+        for i in range(n):
+            t += r[i]
+        nk[k] = t
+        for a in range(d):
+            m = means[k, a]
+            xa = XT[a]
+            for i in range(n):
+                acc[i] = r[i] * (xa[i] - m)
+            t = 0.0
+            for i in range(n):
+                t += acc[i]
+            sx[k, a] = t
+            for b in range(a + 1):
+                mb = means[k, b]
+                xb = XT[b]
+                t = 0.0
+                for i in range(n):
+                    t += acc[i] * (xb[i] - mb)
+                sxx[k, a, b] = t
+                sxx[k, b, a] = t
+    return nk, sx, sxx, ll
+
+
+@njit(**_COLS)
+def _estep_cols_diag(XT, w, means, P, const, Lk, top, s, acc):  # pragma: no cover - compiled
+    """_estep_diag (shift = means) over transposed data; see :func:`_estep_cols_full`."""
+    d, n = XT.shape
+    K = means.shape[0]
+    nk = np.zeros(K)
+    sx = np.zeros((K, d))
+    sxx = np.zeros((K, d))
+    for k in range(K):
+        row = Lk[k]
+        for i in range(n):
+            row[i] = 0.0
+        for a in range(d):
+            p = P[k, a]
+            m = means[k, a]
+            xa = XT[a]
+            for i in range(n):
+                v = (xa[i] - m) * p
+                row[i] += v * v
+        c = const[k]
+        for i in range(n):
+            row[i] = c - 0.5 * row[i]
+    ll = _responsibilities(Lk, w, top, s)
+    for k in range(K):
+        r = Lk[k]
+        t = 0.0
+        for i in range(n):
+            t += r[i]
+        nk[k] = t
+        for a in range(d):
+            m = means[k, a]
+            xa = XT[a]
+            t = 0.0
+            u = 0.0
+            for i in range(n):
+                v = xa[i] - m
+                y = r[i] * v
+                t += y
+                u += y * v
+            sx[k, a] = t
+            sxx[k, a] = u
+    return nk, sx, sxx, ll
+
+
 @njit(**_JIT)
 def _geo_mean(v):  # pragma: no cover - compiled
     # det^(1/d) of a diagonal: 0 for a zero entry, nan for a negative one (caught later)
@@ -693,11 +827,17 @@ def _fit_diag(X, w, wsum, code, weights, means, cov, reg, tol, max_iter, warm, s
     new_ld = np.empty(K)
     previous = start_lb
     half_d_log_2pi = 0.5 * d * LOG_2PI
+    XT = np.ascontiguousarray(X.T)
+    n = X.shape[0]
+    Lk = np.empty((K, n))
+    top = np.empty(n)
+    s = np.empty(n)
+    acc = np.empty(n)
     const = np.empty(K)
     for it in range(max_iter):
         for k in range(K):
             const[k] = np.log(weights[k]) + logdet[k] - half_d_log_2pi
-        nk, sx, sxx, ll = _estep_diag(X, w, means, P, const, means)
+        nk, sx, sxx, ll = _estep_cols_diag(XT, w, means, P, const, Lk, top, s, acc)
         lower_bound = ll / wsum
         if not np.isfinite(lower_bound):
             status = NON_FINITE
@@ -746,11 +886,17 @@ def _fit_full(X, w, wsum, code, weights, means, cov, reg, tol, max_iter, warm, s
     new_ld = np.empty(K)
     previous = start_lb
     half_d_log_2pi = 0.5 * d * LOG_2PI
+    XT = np.ascontiguousarray(X.T)
+    n = X.shape[0]
+    Lk = np.empty((K, n))
+    top = np.empty(n)
+    s = np.empty(n)
+    acc = np.empty(n)
     const = np.empty(K)
     for it in range(max_iter):
         for k in range(K):
             const[k] = np.log(weights[k]) + logdet[k] - half_d_log_2pi
-        nk, sx, sxx, ll = _estep_full(X, w, means, P, const, means)
+        nk, sx, sxx, ll = _estep_cols_full(XT, w, means, P, const, Lk, top, s, acc)
         lower_bound = ll / wsum
         if not np.isfinite(lower_bound):
             status = NON_FINITE
