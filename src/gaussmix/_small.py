@@ -14,7 +14,8 @@ solve, log-determinants) still costs hundreds of microseconds per iteration, ten
 E-step's arithmetic on a few hundred rows. :func:`fit_small` runs the whole loop of one of
 mclust's 14 models (E-step, M-step, factorisation, convergence test) in one compiled call that
 releases the GIL, and reports a singular component as a status instead of raising, so that a
-grid's fits can also run in threads.
+grid's fits can also run in threads. :func:`start_from_labels` is a cell's start (the M-step
+on a partition) in one such call.
 """
 
 from __future__ import annotations
