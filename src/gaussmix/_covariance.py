@@ -822,7 +822,15 @@ def _mm_orientation(
         np.ascontiguousarray(A), omega, variable_volume, INNER_TOL, INNER_MAX_ITER,
     )  # fmt: skip
     if not ok:
-        return D, np.full((K, d), np.nan), np.nan
+        # a component whose scatter has no extent along an axis of D is singular: NaN for it
+        # alone, so the factorisation names that component
+        diag = np.einsum("ji,kjl,li->ki", D, W, D)
+        bad = ~np.all(diag > np.sqrt(np.finfo(np.float64).eps) * np.max(diag), axis=1)
+        if not np.any(bad):
+            bad[:] = True
+        A = diag / nk[:, None] if variable_volume else diag / _geo_mean(np.abs(diag))[:, None]
+        A[bad] = np.nan
+        return D, A, np.nan
     return D, A, target
 
 

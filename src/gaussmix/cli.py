@@ -624,6 +624,9 @@ def _fit_on_cluster(address, path, wanted, k, params, progress, timeout):
         message = f"cannot connect to the Dask scheduler at {address}: {_one_line(exc)}"
         raise CliError(message) from None
     with client:
+        # the workers read the file themselves: from their own working folder, so the path
+        # must not be relative to ours
+        path = os.path.abspath(path)
         X, names = read_dask(path, wanted, allow_nan=True)
         if k > X.shape[0]:
             raise CliError(f"K = {k} is larger than the number of rows ({X.shape[0]}) in {path}")
@@ -1035,7 +1038,7 @@ def info(model_file, data, columns, as_json) -> None:
               show_default=True, help="Covariance types of the curves.")  # fmt: skip
 @click.option("--n-init", type=click.IntRange(min=1), default=1, show_default=True,
               help="Initialisations per grid cell (the best is kept).")  # fmt: skip
-@click.option("--tol", type=click.FloatRange(min=0), default=1e-3, show_default=True,
+@click.option("--tol", type=click.FloatRange(min=0), default=1e-5, show_default=True,
               help="EM convergence threshold of the grid's fits.")  # fmt: skip
 @click.option("--seed", type=_SEED, default=0, show_default=True)
 @click.option("--n-jobs", type=int, default=None, help="Worker processes for the grid.")
