@@ -722,7 +722,8 @@ class VEV(_GeneralMclust):
         stall = [np.inf]
         for _ in range(INNER_MAX_ITER):
             A = (omega / lam[:, None]).sum(axis=0)
-            A = A / _geo_mean(A)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                A = A / _geo_mean(A)
             with np.errstate(divide="ignore", invalid="ignore"):
                 new = (omega / A).sum(axis=1) / (d * nk)
             lam, done = _fixed_point_step(lam, new, stall)

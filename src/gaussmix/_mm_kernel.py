@@ -11,6 +11,9 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+#: cap on the EVE/VVE inner iterations (see mm_orientation_loop)
+MM_MAX_ITER = 300
+
 
 @njit(cache=True, nogil=True)
 def _profile(phi, m, u, r, e, d, variable_volume):  # pragma: no cover - compiled
@@ -140,6 +143,10 @@ def mm_orientation_loop(W, nk, D, A, omega, variable_volume, tol, max_iter):  # 
     (VVE); ``ok`` is False when a shape became non-positive (a singular component).
     """
     K, d, _ = W.shape
+    # with the rotation sweeps a well-posed M-step converges in tens of iterations; near a
+    # degenerate component (one or two points) it turns linear and slow (~1000 measured on
+    # banknote), and such a cell's fit is poor anyway: bound the cost there
+    max_iter = min(max_iter, MM_MAX_ITER)
     target = np.inf
     previous = np.inf
     diag = np.empty((K, d))
@@ -204,7 +211,7 @@ def mm_orientation_loop(W, nk, D, A, omega, variable_volume, tol, max_iter):  # 
         # the rounding floor, where mclust's |change| test may never be met
         change = (previous - target) / (1.0 + abs(target))
         previous = target
-        if change <= tol:
+        if change <= tol or np.isnan(change):
             break
     if variable_volume:
         return D, diag.copy(), target, True
