@@ -118,6 +118,8 @@ QUICK_MIN_ROWS = 4096
 QUICK_WORKLOADS = ("W1", "W2-diag", "W3", "W4", "W5", "W4-EII", "W4-VEV", "W2-EEE")
 # fits whose extra iterations last less than this are lengthened (timer and process noise)
 MIN_TIMED_SECONDS = 0.25
+# a measurement process that runs longer is stopped and its row reported as not finished
+CHILD_TIMEOUT_S = 600
 
 
 # ----------------------------------------------------------------------------- data
@@ -371,12 +373,18 @@ def run_child(spec: dict, in_process: bool) -> dict:
         if "params" in out:
             out["params"] = {k: np.asarray(v) for k, v in out["params"].items()}
         return out
-    proc = subprocess.run(
-        [sys.executable, __file__, "--child", json.dumps(spec)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    try:
+        proc = subprocess.run(
+            [sys.executable, __file__, "--child", json.dumps(spec)],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=CHILD_TIMEOUT_S,
+        )
+    except subprocess.TimeoutExpired:
+        # one measurement must not hold up the table (scikit-learn's W3 ran past 30 minutes
+        # on a loaded 2-core machine): its row says so and the run goes on
+        return {"error": f"did not finish in {CHILD_TIMEOUT_S} s"}
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
     if proc.returncode != 0 or not lines:
         name = spec.get("workload", {}).get("name")
@@ -533,6 +541,8 @@ def main(argv=None) -> int:
     # of copy buffers here would show in every later measurement's RSS
     limits = {"kind": "limits", "threads": info["gaussmix_threads"]}
     roof = run_child(limits, False)
+    if "error" in roof:
+        roof = dict.fromkeys(("dgemm_gflops", "sgemm_gflops", "copy_gbs"), np.nan)
     _print_header(info, roof, args)
 
     results: dict = {"machine": info, "limits_start": roof, "quick": args.quick}
@@ -666,6 +676,9 @@ def main(argv=None) -> int:
             if not w.headline or (args.quick and w.name != "W4"):
                 continue
             pred = run_child({"kind": "predict", "workload": asdict(w), "n": rows(w)}, in_process)
+            if "error" in pred:
+                print(f"{w.name:<13}{'':>14} {pred['error']}")
+                continue
             results["predict"].append({"workload": w.name, **pred})
             for op in ("predict_proba", "score_samples"):
                 sk_ms, gm_ms = pred[f"sklearn_{op}_ms"], pred[f"gaussmix_{op}_ms"]
@@ -681,6 +694,8 @@ def main(argv=None) -> int:
         print()
         init = run_child({"kind": "init", "workload": asdict(w4), "n": n}, in_process)
         results["init"] = init
+        if "error" in init:
+            init = dict.fromkeys(("gaussmix_init_ms", "sklearn_init_plus_one_iter_ms"), np.nan)
         em_ms = ours64["W4"]["ms_per_iter"] if "W4" in ours64 else float("nan")
         print(
             f"W4 default init (k-means): gaussmix {init['gaussmix_init_ms']:.0f} ms vs 3 EM "
@@ -694,6 +709,9 @@ def main(argv=None) -> int:
                     False,
                 )
                 results[f"memory_{lib}"] = mem
+                if "error" in mem:
+                    print(f"W4 default fit peak memory, {lib}: {mem['error']}")
+                    continue
                 extra = mem["peak_rss_mib"] - mem["rss_before_x_mib"]
                 print(
                     f"W4 default fit peak memory, {lib:<8}: {extra:6.0f} MiB above the process "
@@ -703,6 +721,8 @@ def main(argv=None) -> int:
 
     info["load_average_end"] = os.getloadavg()
     roof_end = run_child(limits, False)
+    if "error" in roof_end:
+        roof_end = dict.fromkeys(("dgemm_gflops", "sgemm_gflops", "copy_gbs"), np.nan)
     results["limits_end"] = roof_end
     print()
     print(f"load    : {info['load_average_end'][0]:.2f} (1-min average at the end)")
