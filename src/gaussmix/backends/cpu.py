@@ -31,7 +31,7 @@ how they were scheduled. Threads are plain Python threads running kernels that r
 competing for the cores, and about half the compile time of a ``parallel=True`` kernel.
 
 float32 data is processed in float32 (twice the SIMD width, half the memory traffic): per-tile
-sums (at most 512 terms) in float32, every total in float64, around the float32-rounded shift;
+sums (at most 256 terms) in float32, every total in float64, around the float32-rounded shift;
 the exact change of origin to the requested float64 shift is applied afterwards.
 
 Inputs of fewer than :data:`MIN_ROWS` rows run the reference numpy kernel: compiling on a cold
