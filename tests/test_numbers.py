@@ -212,3 +212,18 @@ def test_cli_refuses_rows_it_cannot_evaluate(tmp_path, value):
         assert "error" in result.stderr
         assert ("beyond the 1e" if value > 1e150 else "too far") in result.stderr
     assert not out.exists()
+
+
+@pytest.mark.parametrize("scale", [1e-18, 1e300])
+def test_streamed_weights_are_scale_free(tmp_path, scale):
+    """The stream engine does not rescale weights before the fit: the M-step does."""
+    rng = np.random.RandomState(0)
+    X = np.r_[rng.normal(0, 1, (300, 2)), rng.normal(6, 1, (300, 2))]
+    path = tmp_path / "x.npy"
+    np.save(path, X)
+    unit = GaussianMixture(2, random_state=0, engine="stream").fit(str(path))
+    scaled = GaussianMixture(2, random_state=0, engine="stream").fit(
+        str(path), sample_weight=np.full(600, scale)
+    )
+    np.testing.assert_allclose(scaled.means_, unit.means_, rtol=1e-9)
+    np.testing.assert_allclose(scaled.covariances_, unit.covariances_, rtol=1e-9)

@@ -197,14 +197,21 @@ def m_step(
     CollapsedComponentError
         When a covariance is not positive definite.
     """
+    # weights mean repeated rows, so only their ratios count: statistics on the scale of one
+    # unit weight per row keep the guard below meaningful whatever the weights' scale (every
+    # engine: streamed and Dask weights are not rescaled before the fit); 1 for unit weights
+    scale = 1.0
+    if stats.n_samples > 0 and stats.weight_sum > 0 and stats.weight_sum != stats.n_samples:
+        scale = stats.weight_sum / stats.n_samples
     # scikit-learn's guard: an empty component keeps finite parameters
-    nk = stats.nk + _EPS
-    delta = stats.sx / nk[:, None]
+    nk = stats.nk / scale + _EPS
+    delta = (stats.sx / scale) / nk[:, None]
     means = stats.shift + delta
-    if stats.sxx.ndim == 3:
-        scatter = stats.sxx - nk[:, None, None] * delta[:, :, None] * delta[:, None, :]
+    sxx = stats.sxx / scale
+    if sxx.ndim == 3:
+        scatter = sxx - nk[:, None, None] * delta[:, :, None] * delta[:, None, :]
     else:
-        scatter = stats.sxx - nk[:, None] * delta * delta
+        scatter = sxx - nk[:, None] * delta * delta
     if model.moment == "diag" and scatter.ndim == 3:
         # a start given as full matrices ran a full E-step; a diagonal model needs only this
         scatter = np.diagonal(scatter, axis1=1, axis2=2).copy()
