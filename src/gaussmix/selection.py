@@ -298,7 +298,7 @@ def _fit_cell(
 ) -> tuple[SelectionRow, GaussianMixture | None]:
     """Fit one cell from every start, keep the best, compute its criteria or why it is NA."""
     from gaussmix._covariance import get_model
-    from gaussmix._init import _from_labels, initial_params
+    from gaussmix._init import initial_params
     from gaussmix._mixture import log_resp_max
 
     limiter = None
@@ -334,7 +334,8 @@ def _fit_cell(
                 if start == "hc":
                     if hc_labels is None:
                         continue
-                    p0 = _from_labels(X, sample_weight, hc_labels, K, model, reg)
+                    p0 = _start_from_labels(X, sample_weight, hc_labels, K, model, reg,
+                                            executor)  # fmt: skip
                 else:
                     p0 = initial_params(start, X, sample_weight, K, model, reg, rng,
                                         kernels=kernels)  # fmt: skip
@@ -380,6 +381,19 @@ def _fit_cell(
     finally:
         if limiter is not None:
             limiter.restore_original_limits()
+
+
+def _start_from_labels(X, w, labels, K, model, reg_covar, executor):
+    """The M-step of a partition: one compiled call for mclust's models on small data."""
+    if type(executor).__name__ == "SmallExecutor" and model.name in MCLUST_MODELS:
+        from gaussmix._small import start_from_labels
+
+        start = start_from_labels(X, w, labels, K, model.name, reg_covar=reg_covar)
+        start.raise_for_status(reg_covar)
+        return start.params(model.name)
+    from gaussmix._init import _from_labels
+
+    return _from_labels(X, w, labels, K, model, reg_covar)
 
 
 def _run(executor, start, reg_covar: float, tol: float, max_iter: int, callback, index: int):
