@@ -227,3 +227,17 @@ def test_streamed_weights_are_scale_free(tmp_path, scale):
     )
     np.testing.assert_allclose(scaled.means_, unit.means_, rtol=1e-9)
     np.testing.assert_allclose(scaled.covariances_, unit.covariances_, rtol=1e-9)
+
+
+def test_streamed_and_dask_data_beyond_the_scale_limit_are_refused(tmp_path):
+    """The same limit on |x| as in memory, on the stream and Dask engines."""
+    da = pytest.importorskip("dask.array")
+    X = np.random.RandomState(0).standard_normal((400, 2)) * 1e155
+    path = tmp_path / "x.npy"
+    np.save(path, X)
+    with pytest.raises(ValueError, match="absolute value"):
+        GaussianMixture(2, random_state=0).fit(X)
+    with pytest.raises(ValueError, match="absolute value"):
+        GaussianMixture(2, random_state=0, engine="stream").fit(str(path))
+    with pytest.raises(ValueError, match="absolute value"):
+        GaussianMixture(2, random_state=0, engine="dask").fit(da.from_array(X, chunks=(100, 2)))

@@ -491,6 +491,8 @@ class GaussianMixture(DistributionMixin, DensityMixin, BaseEstimator):
             base = None  # everything given: the data-driven start would be thrown away
         else:
             X0, w0 = executor.init_data(None, rng)
+            # out-of-core engines meet the data here first: the same limit as in memory
+            check_scale(np.asarray(X0))
             base = initial_params(
                 self.init_params,
                 X0,

@@ -40,7 +40,7 @@ from numpy.typing import NDArray
 from gaussmix import _mixture
 from gaussmix._params import MixtureParams
 from gaussmix._stats import SuffStats
-from gaussmix._validation import check_sample_weight
+from gaussmix._validation import check_sample_weight, check_scale
 from gaussmix.backends.stream import chunk_e_step, default_init_rows
 
 __all__ = ["DaskExecutor", "predict_op"]
@@ -65,6 +65,8 @@ def _check_block(X: NDArray, w: NDArray | None, start: int) -> None:
     if w is not None and not (np.isfinite(w).all() and (w >= 0).all()):
         bad = start + int(np.flatnonzero(~(np.isfinite(w) & (w >= 0)))[0])
         raise ValueError(f"sample_weight must be finite and non-negative; row {bad} is not")
+    # the in-memory limit on |x|: a Dask array is refused as the same rows in memory would be
+    check_scale(X)
 
 
 def _block_stats(

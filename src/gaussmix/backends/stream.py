@@ -56,7 +56,7 @@ from gaussmix._source import (
     text_blocks,
 )
 from gaussmix._stats import SuffStats, e_step_chunk
-from gaussmix._validation import check_sample_weight
+from gaussmix._validation import check_sample_weight, check_scale
 from gaussmix.backends.numpy import default_chunk_size
 
 __all__ = [
@@ -120,6 +120,9 @@ def chunk_e_step(
     -------
     stats : SuffStats
     """
+    # the in-memory limit on |x| (squared distances must not overflow) holds for every
+    # chunk, so a file is refused as the same rows in memory would be
+    check_scale(X)
     try:
         from gaussmix.backends.cpu import CpuExecutor
     except ImportError:  # numba missing: the reference kernel
