@@ -271,3 +271,38 @@ def test_ctrl_c_while_workers_start(endless):
     err = proc.stderr.read().decode()
     assert "Traceback" not in err and err.splitlines() == ["gaussmix: error: interrupted"], err
     assert _all_gone(workers)
+
+
+def test_bootstrap_lrt_rejects_one_component_only_when_there_are_two():
+    """mclust's bootstrap LRT: two clear clusters reject K = 1 at the smallest possible
+    p-value and then stop; one Gaussian does not reject K = 1."""
+    from gaussmix.selection import bootstrap_lrt
+
+    rng = np.random.RandomState(0)
+    two = np.r_[rng.normal(0, 1, (80, 2)), rng.normal(8, 1, (80, 2))]
+    # with 9 bootstrap samples the smallest p-value is 0.1: test at level 0.15
+    result = bootstrap_lrt(two, "VVV", k_max=4, n_boot=9, level=0.15, random_state=0)
+    assert result.k[0] == 1 and result.p_value[0] == pytest.approx(0.1)
+    assert result.statistic[0] > 100
+    assert len(result.k) >= 2 and result.p_value[-1] > 0.15  # sequential: stops at K = 2
+    one = rng.normal(0, 1, (120, 2))
+    single = bootstrap_lrt(one, "VVV", k_max=3, n_boot=9, random_state=0)
+    assert single.k == [1] and single.p_value[0] > 0.1
+    assert "1 vs 2" in str(single) and single.to_dict()["tests"][0]["k_alternative"] == 2
+
+
+def test_cli_select_models_and_lrt(tmp_path):
+    data = tmp_path / "two.csv"
+    rng = np.random.RandomState(1)
+    X = np.r_[rng.normal(0, 1, (60, 2)), rng.normal(7, 1, (60, 2))]
+    np.savetxt(data, X, delimiter=",", header="a,b", comments="")
+    exe = Path(sys.executable).with_name("gaussmix")
+    proc = subprocess.run([str(exe), "select", str(data), "--k-max", "3", "--models", "EII,VVV",
+                           "--lrt", "9", "--quiet"], capture_output=True, text=True,
+                          timeout=300)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[1].split() == ["K", "EII", "VVV"]
+    assert "Bootstrap sequential LRT" in proc.stdout and "1 vs 2" in proc.stdout
+    bad = subprocess.run([str(exe), "select", str(data), "--models", "EII,XYZ"],
+                         capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert bad.returncode == 2 and "--models" in bad.stderr and "XYZ" in bad.stderr
