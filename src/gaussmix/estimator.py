@@ -685,9 +685,9 @@ class GaussianMixture(DistributionMixin, DensityMixin, BaseEstimator):
             with np.errstate(over="ignore"):
                 _check_representable(params, X)
                 return getattr(_mixture, op)(params, X)
-        # a model fitted on a file (engine="stream") runs its row operations, on arrays and on
-        # the stream engine's chunks alike, on the compiled kernels its fit used
-        engine = "auto" if self.engine == "stream" else self.engine
+        # rows in memory run on an in-memory engine: the fit's own, or (a model fitted on a
+        # file, a Dask collection, a device) the one "auto" picks for arrays
+        engine = self.engine if self.engine in IN_MEMORY_ENGINES else "auto"
         if resolve_engine(engine, X) == "cpu":
             out = engine_module("cpu").row_op(params, X, op)
             if out is not None:

@@ -117,11 +117,6 @@ class GaussianMixtureRegressor(RegressorMixin, BaseEstimator):
         y = np.asarray(y, dtype=np.float64)
         Y = y.reshape(y.shape[0], -1)
         joint = np.column_stack([X, Y])
-        if self.engine == "dask":
-            # the dask engine runs on dask collections: the in-memory [X, y] as one, in blocks
-            import dask.array as da
-
-            joint = da.from_array(joint, chunks=(max(1024, -(-joint.shape[0] // 8)), -1))
         mixture = self._mixture().fit(joint, sample_weight=sample_weight)
         self.mixture_ = mixture
         self.n_outputs_ = int(Y.shape[1])

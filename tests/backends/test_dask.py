@@ -236,8 +236,14 @@ def test_errors(client, data):
         DaskExecutor(da.from_array(X), -w)
     with pytest.raises(ValueError, match="names a column"):
         DaskExecutor(da.from_array(X), "w")
-    with pytest.raises(TypeError, match="dask.array.Array or dask.dataframe.DataFrame"):
-        DaskExecutor(X)
+    with pytest.raises(TypeError, match="dask.array.Array, dask.dataframe.DataFrame or 2-D"):
+        DaskExecutor(X.tolist())
+    # an in-memory array is read in blocks: the same statistics as the Dask array
+    params = initial_params("kmeans", X, None, 2, get_model("full"), 1e-6,
+                            check_random_state(0))  # fmt: skip
+    a = DaskExecutor(X).e_step(params)
+    b = DaskExecutor(da.from_array(X, chunks=(137, -1))).e_step(params)
+    np.testing.assert_allclose(a.sxx, b.sxx, rtol=1e-12)
     with pytest.raises(ValueError, match="workers' CPUs"):
         DaskExecutor(da.from_array(X), device="cuda")
 

@@ -178,10 +178,14 @@ def _as_feature_array(X: Any, sample_weight: Any) -> tuple[Any, Any, list[str] |
         if isinstance(sample_weight, dd.Series):
             sample_weight = sample_weight.to_dask_array(lengths=True)
         return arr, sample_weight, names
+    if isinstance(X, np.ndarray) and X.ndim == 2:
+        # an in-memory array given to this engine (engine="dask"): the same EM over it in
+        # blocks, so callers need not know which engines read which sources
+        X = da.from_array(X, chunks=(max(1024, -(-X.shape[0] // 8)), -1))
     if not isinstance(X, da.Array):
         raise TypeError(
-            f"the dask engine needs a dask.array.Array or dask.dataframe.DataFrame, got "
-            f"{type(X).__name__}"
+            f"the dask engine needs a dask.array.Array, dask.dataframe.DataFrame or 2-D "
+            f"numpy array, got {type(X).__name__}"
         )
     if isinstance(sample_weight, str):
         raise ValueError(
