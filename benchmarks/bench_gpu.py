@@ -141,10 +141,21 @@ def _precisions(covs):
     return (P + np.swapaxes(P, -1, -2)) / 2
 
 
-def gaussmix_runner(kernel: str, precision: str = "ieee") -> Callable:
+#: launch settings of the Triton kernels for the workload being timed ("" = shape defaults)
+TUNING: dict[str, str] = {"current": ""}
+
+
+def gaussmix_runner(kernel: str, precision: str = "ieee", dtype: str | None = None) -> Callable:
     def run(X, start, n_iter):
         weights, means, covs, _ = start
-        with _env(GAUSSMIX_GPU_KERNEL=kernel, GAUSSMIX_GPU_PRECISION=precision):
+        env = dict(
+            GAUSSMIX_GPU_KERNEL=kernel,
+            GAUSSMIX_GPU_PRECISION=precision,
+            GAUSSMIX_TRITON_TUNING=TUNING["current"],
+        )
+        if dtype is not None:
+            X = X.to(getattr(torch, dtype))
+        with _env(**env):
             gm = GaussianMixture(
                 len(weights),
                 covariance_type="full",
@@ -189,7 +200,13 @@ def torchgmm_runner(X, start, n_iter):
     )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        gmm.fit(X)
+        try:
+            gmm.fit(X)
+        except Exception:
+            if not cuda:
+                raise
+            # its documented input is host data (Lightning moves each batch to the GPU)
+            gmm.fit(X.cpu())
     m = gmm.model_
     return (
         m.component_probs.double().cpu().numpy(),
@@ -305,6 +322,185 @@ def _importable(module: str) -> str | None:
     return None
 
 
+# ---------------------------------------------------------------------------------- tuning
+def _start_params(start):
+    from gaussmix._covariance import get_model
+    from gaussmix._params import MixtureParams
+
+    weights, means, covs, _ = start
+    return MixtureParams.from_covariances(weights, means, covs, get_model("full"))
+
+
+def _kernel_ms(fn, device: torch.device, budget_ms: float = 150.0) -> float:
+    """Median milliseconds of ``fn()``: CUDA events (triton's do_bench) or the host clock."""
+    if device.type == "cuda":
+        import triton.testing
+
+        return float(triton.testing.do_bench(fn, warmup=20, rep=budget_ms, return_mode="median"))
+    fn()  # compiles (or, interpreted, is slow enough that one more call will do)
+    t0 = time.perf_counter()
+    fn()
+    return 1e3 * (time.perf_counter() - t0)
+
+
+def _sweep_grid(d: int, K: int) -> tuple[list[dict], list[dict], list[int]]:
+    """Candidate settings: responsibilities kernel, statistics kernel, programs/SM."""
+    from gaussmix.backends import _triton
+
+    k_pad = _triton._pow2(K, 2)
+    dot = _triton._pow2(d) >= _triton._DOT_MIN_D
+    resp = []
+    for block in (32, 64, 128):
+        if block * k_pad > 16384:  # the (rows, K_PAD) tile would spill
+            continue
+        for warps in (4, 8):
+            resp.append(dict(block_resp=block, warps_resp=warps, online=int(k_pad >= 64)))
+    stats = []
+    for block in (32, 64, 128) if dot else (16, 32, 64, 128):
+        for warps in (4, 8) if dot else (2, 4):
+            stats.append(dict(block_stats=block, warps_stats=warps))
+    return resp, stats, [2, 8, 16]
+
+
+def tune_workload(X, start, precision: str, device, deadline: float) -> dict:
+    """Coordinate sweep of the Triton launch settings on one E-step of the whole of ``X``.
+
+    Responsibilities kernel first (statistics at its defaults), then the statistics kernel
+    with the best of those, then the statistics grid size, then the running log-sum-exp on
+    and off; each candidate timed by :func:`_kernel_ms`. Stops early past ``deadline``
+    (``time.monotonic()``), keeping the best so far.
+
+    Returns
+    -------
+    result : dict
+        ``best`` (settings), ``best_ms``, ``default_ms`` and ``trials`` (settings, ms).
+    """
+    from gaussmix.backends import _triton
+
+    params = _start_params(start)
+    tp = _triton.TritonParams.of(params, params.means, device)
+    n, d = X.shape
+    K = len(start[0])
+    trials: list[dict] = []
+
+    def timed(cfg: dict) -> float:
+        try:
+            ms = _kernel_ms(
+                lambda: _triton.e_step_chunk(X, None, tp, precision=precision, tuning=cfg), device
+            )
+        except Exception as exc:  # a setting that does not compile is just not a candidate
+            trials.append(dict(tuning=dict(cfg), error=f"{type(exc).__name__}: {exc}"[:200]))
+            return math.inf
+        trials.append(dict(tuning=dict(cfg), ms=ms))
+        return ms
+
+    default_ms = timed({})
+    best, best_ms = {}, default_ms
+    resp, stats, per_sm = _sweep_grid(d, K)
+    stages = [
+        [dict(c) for c in resp],
+        None,  # statistics kernel, on top of the best so far
+        None,  # programs per multiprocessor
+        None,  # running log-sum-exp flipped
+    ]
+    for stage in range(len(stages)):
+        if stage == 1:
+            stages[1] = [dict(best, **c) for c in stats]
+        elif stage == 2:
+            stages[2] = [dict(best, programs_per_sm=p) for p in per_sm]
+        elif stage == 3:
+            flipped = 1 - _triton.launch_shapes(n, d, K, device, best)["ONLINE"]
+            stages[3] = [dict(best, online=int(flipped))]
+        for cfg in stages[stage]:
+            if time.monotonic() > deadline:
+                break
+            ms = timed(cfg)
+            if ms < best_ms:
+                best, best_ms = cfg, ms
+    return dict(best=best, best_ms=best_ms, default_ms=default_ms, trials=trials)
+
+
+def _tuning_text(cfg: dict) -> str:
+    return ",".join(f"{k}={v}" for k, v in sorted(cfg.items()))
+
+
+# ---------------------------------------------------------------------------------- accuracy
+def e_step_agreement(X, start, device, precisions) -> dict:
+    """One E-step at the start parameters: float32 kernels against the float64 torch path.
+
+    Returns the relative difference of the log-likelihood (per row, i.e. of the mean) and
+    the largest relative difference of nk, sx and sxx, per kernel and precision.
+    """
+    from gaussmix.backends.torch import TorchExecutor
+
+    params = _start_params(start)
+    ref = TorchExecutor(X.double(), device=device, kernel="torch").e_step(params)
+    out = {}
+    variants = [("torch", "ieee")]
+    if device.type == "cuda" or os.environ.get("TRITON_INTERPRET") == "1":
+        variants += [("triton", p) for p in precisions]
+    for kernel, precision in variants:
+        with _env(GAUSSMIX_TRITON_TUNING=TUNING["current"]):
+            got = TorchExecutor(X, device=device, kernel=kernel, precision=precision).e_step(
+                params
+            )
+        # sx is around the means, so near zero when they are the responsibilities' own
+        # means: its error is measured against the spread, sqrt(nk · sxx), instead of itself
+        diag = ref.sxx if ref.sxx.ndim == 2 else np.diagonal(ref.sxx, axis1=1, axis2=2)
+        scales = {
+            "nk": float(np.max(np.abs(ref.nk))),
+            "sx": float(np.sqrt(np.max(ref.nk[:, None] * diag))),
+            "sxx": float(np.max(np.abs(ref.sxx))),
+        }
+        rel = {
+            f: float(np.max(np.abs(getattr(got, f) - getattr(ref, f))) / max(scales[f], 1e-300))
+            for f in ("nk", "sx", "sxx")
+        }
+        rel["ll_per_row"] = abs(got.log_likelihood - ref.log_likelihood) / abs(ref.log_likelihood)
+        out[kernel if kernel == "torch" else f"triton[{precision}]"] = rel
+    return out
+
+
+# ---------------------------------------------------------------------------------- init
+def time_initialisation(X, K: int, seed: int, device) -> dict:
+    """k-means++ and k-means on a sample of up to 2**20 rows: on the host (the estimator's
+    path today, numba kernels) and on the device (:mod:`gaussmix.backends._torch_init`)."""
+    from gaussmix import _init
+    from gaussmix.backends import _torch_init
+    from gaussmix.backends.cpu import kmeans_kernels
+
+    n = X.shape[0]
+    rng = np.random.RandomState(seed)
+    rows = np.sort(rng.choice(n, size=min(n, 1 << 20), replace=False))
+    sample = X[torch.from_numpy(rows).to(X.device)]
+    out: dict = dict(rows=len(rows))
+    kernels = kmeans_kernels()
+    host = sample.cpu().numpy()
+    t0 = time.perf_counter()
+    _init.kmeans_plusplus(host, K, random_state=np.random.RandomState(seed))
+    out["host_kmeanspp_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    labels_h, _ = _init.kmeans(host, K, random_state=np.random.RandomState(seed), kernels=kernels)
+    out["host_kmeans_s"] = time.perf_counter() - t0
+    out["host_kmeans_inertia"] = _torch_init.inertia(sample, torch.from_numpy(labels_h), K)
+    gen = torch.Generator(device=sample.device).manual_seed(seed)
+    _torch_init.kmeans(sample, K, generator=gen)  # warm-up (kernel selection, caches)
+    _sync(device)
+    t0 = time.perf_counter()
+    gen = torch.Generator(device=sample.device).manual_seed(seed)
+    _torch_init.kmeans_plusplus(sample, K, generator=gen)
+    _sync(device)
+    out["device_kmeanspp_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    gen = torch.Generator(device=sample.device).manual_seed(seed)
+    labels_d, _, n_iter = _torch_init.kmeans(sample, K, generator=gen)
+    _sync(device)
+    out["device_kmeans_s"] = time.perf_counter() - t0
+    out["device_kmeans_iters"] = n_iter
+    out["device_kmeans_inertia"] = _torch_init.inertia(sample, labels_d, K)
+    return out
+
+
 # ---------------------------------------------------------------------------------- main
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -319,7 +515,34 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-peers", action="store_true")
     p.add_argument("--json", default=None, help="write all numbers to this file")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--tune",
+        action="store_true",
+        help="sweep the Triton launch settings per workload first and time with the best",
+    )
+    p.add_argument("--tune-seconds", type=float, default=25.0, help="sweep budget per workload")
+    p.add_argument(
+        "--tuning",
+        default="",
+        help="launch settings for every workload (GAUSSMIX_TRITON_TUNING syntax), or "
+        "'G1:key=v,...;G2:...' per workload",
+    )
+    p.add_argument(
+        "--precisions",
+        default="ieee,tf32x3,tf32",
+        help="Triton product precisions to time (the first is the headline row)",
+    )
+    p.add_argument("--no-float64", action="store_true", help="skip the float64 reference row")
+    p.add_argument("--no-init", action="store_true", help="skip timing initialisation")
+    p.add_argument(
+        "--max-components",
+        type=int,
+        default=None,
+        help="cap every workload's K (smoke tests under Triton's interpreter)",
+    )
     args = p.parse_args(argv)
+    precisions = [q.strip() for q in args.precisions.split(",") if q.strip()]
+    given_tuning = _parse_tuning_arg(args.tuning)
 
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -336,8 +559,10 @@ def main(argv: list[str] | None = None) -> int:
     variants: list[tuple[str, Callable | None, str]] = [
         ("gaussmix[torch]", gaussmix_runner("torch"), "")
     ]
-    for precision in ("ieee", "tf32x3", "tf32"):
-        label = "gaussmix[triton]" if precision == "ieee" else f"gaussmix[triton,{precision}]"
+    if not args.no_float64:
+        variants.append(("gaussmix[torch,float64]", gaussmix_runner("torch", dtype="float64"), ""))
+    for i, precision in enumerate(precisions):
+        label = "gaussmix[triton]" if i == 0 else f"gaussmix[triton,{precision}]"
         run = gaussmix_runner("triton", precision) if triton_ok else None
         variants.append((label, run, "" if triton_ok else "Triton needs CUDA"))
     peers: list[tuple[str, Callable | None, str]] = []
@@ -350,8 +575,22 @@ def main(argv: list[str] | None = None) -> int:
             peers.append((name, None if why else runner, why or ""))
 
     rows: list[dict] = []
+    extra: dict[str, dict] = {}
+
+    def save() -> None:
+        # after every workload, so that a run cut short still leaves its numbers
+        if args.json:
+            Path(args.json).write_text(
+                json.dumps(
+                    dict(versions=versions, args=vars(args), rows=rows, workloads=extra),
+                    indent=1,
+                )
+            )
+
     for name in [s.strip() for s in args.workloads.split(",") if s.strip()]:
         w = WORKLOADS[name]
+        if args.max_components is not None and w.K > args.max_components:
+            w = Workload(w.name, w.n, w.d, args.max_components, w.peers_reported, w.target_ms)
         # at least ~16d rows per component, so that small smoke runs stay well posed
         n = max(16 * w.K * w.d, round(w.n * args.scale))
         X = make_data(w, n, device, args.seed)
@@ -362,6 +601,26 @@ def main(argv: list[str] | None = None) -> int:
             f"\n{name}: N={n:,} d={w.d} K={w.K}  (issue: {w.peers_reported} ms; target "
             f"{w.target_ms} ms)"
         )
+        info = extra.setdefault(name, {})
+        TUNING["current"] = given_tuning.get(name, given_tuning.get("*", ""))
+        if args.tune and triton_ok:
+            t0 = time.monotonic()
+            tuned = tune_workload(X, start, precisions[0], device, t0 + args.tune_seconds)
+            tuned["seconds"] = time.monotonic() - t0
+            info["tuning"] = tuned
+            TUNING["current"] = _tuning_text(tuned["best"])
+            print(
+                f"  tuned ({tuned['seconds']:.0f} s, {len(tuned['trials'])} settings): "
+                f"{tuned['default_ms']:.3f} ms -> {tuned['best_ms']:.3f} ms with "
+                f"{TUNING['current'] or 'defaults'}"
+            )
+        info["tuning_used"] = TUNING["current"]
+        try:
+            info["e_step_agreement"] = e_step_agreement(X, start, device, precisions)
+            print("  one E-step vs float64:", _brief(info["e_step_agreement"]))
+        except Exception as exc:
+            info["e_step_agreement"] = f"{type(exc).__name__}: {exc}"
+            print("  E-step agreement FAILED:", info["e_step_agreement"][:300])
         todo = [(lib, run, why, X) for lib, run, why in variants + peers]
         if args.sklearn == name:
             todo.append(("scikit-learn (CPU)", sklearn_runner, "", X.cpu().numpy()))
@@ -396,23 +655,61 @@ def main(argv: list[str] | None = None) -> int:
                 f"  {lib:24s} {ms:9.3f} ms/iter  {tflops:7.3f} TFLOP/s "
                 f"({100 * row['peak_fraction']:5.2f}% of peak)  ll/row {ll:.7f}"
             )
+        if not args.no_init:
+            try:
+                info["init"] = time_initialisation(X, w.K, args.seed, device)
+                print("  initialisation:", _brief(info["init"]))
+            except Exception as exc:
+                info["init"] = f"{type(exc).__name__}: {exc}"
+                print("  initialisation FAILED:", info["init"][:300])
         _summarise(name, w, rows)
+        save()
         del X, X_eval
         if device.type == "cuda":
             torch.cuda.empty_cache()
 
+    TUNING["current"] = ""
     _table(rows)
-    if args.json:
-        Path(args.json).write_text(
-            json.dumps(dict(versions=versions, args=vars(args), rows=rows), indent=1)
-        )
+    save()
     return 0
+
+
+def _parse_tuning_arg(text: str) -> dict[str, str]:
+    """``--tuning``: one setting for all workloads ("*"), or "G1:...;G2:..." per workload."""
+    from gaussmix.backends import _triton
+
+    out: dict[str, str] = {}
+    for part in text.split(";"):
+        part = part.strip()
+        if not part:
+            continue
+        name, sep, rest = part.partition(":")
+        if sep and name.strip() in WORKLOADS:
+            key, value = name.strip(), rest
+        else:
+            key, value = "*", part
+        _triton.parse_tuning(value)  # refuse a typo before minutes of benchmarking
+        out[key] = value
+    return out
+
+
+def _brief(d: dict) -> str:
+    def fmt(v):
+        if isinstance(v, dict):
+            return "{" + ", ".join(f"{k}: {fmt(x)}" for k, x in v.items()) + "}"
+        if isinstance(v, float):
+            return f"{v:.3g}"
+        return str(v)
+
+    return fmt(d)
 
 
 def _summarise(name: str, w: Workload, rows: list[dict]) -> None:
     """Speedups and agreement within one workload (filled into its rows)."""
     mine = [r for r in rows if r["workload"] == name and "ms_per_iter" in r]
-    ref = next((r for r in mine if r["library"] == "gaussmix[torch]"), None)
+    ref = next((r for r in mine if r["library"] == "gaussmix[torch,float64]"), None) or next(
+        (r for r in mine if r["library"] == "gaussmix[torch]"), None
+    )
     default = next((r for r in mine if r["library"] == "gaussmix[triton]"), ref)
     peers = [r for r in mine if not r["library"].startswith(("gaussmix", "scikit"))]
     best = min(peers, key=lambda r: r["ms_per_iter"]) if peers else None
@@ -424,7 +721,7 @@ def _summarise(name: str, w: Workload, rows: list[dict]) -> None:
             scale = max(1.0, float(np.max(np.abs(ref["means"]))))
             gap = float(np.max(np.abs(np.subtract(r["means"], ref["means"]))))
             r["means_max_diff"] = gap / scale
-            r["agrees"] = r["ll_rel_diff"] < 1e-4
+            r["agrees"] = r["ll_rel_diff"] < 1e-6
         if best is not None:
             r["speedup_vs_best_peer"] = best["ms_per_iter"] / r["ms_per_iter"]
         r["target_ms"] = w.target_ms

@@ -60,7 +60,23 @@ def _executor(engine, X, w, tmp_path):
     if engine == "torch":
         pytest.importorskip("torch")
         return make_executor("torch", X, w, device="cpu")
+    if engine == "torch-cuda":
+        # float64 rows: the torch kernel on the GPU, held to the same 1e-10 as on the CPU
+        return make_executor("torch", X, w, device="cuda")
     return make_executor(engine, X, w)
+
+
+def _cuda_visible() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return torch.cuda.is_available()
+
+
+TORCH_CUDA = pytest.param(
+    "torch-cuda", marks=pytest.mark.skipif(not _cuda_visible(), reason="needs a CUDA GPU")
+)
 
 
 def _close(a, b, rtol=RTOL):
@@ -68,7 +84,7 @@ def _close(a, b, rtol=RTOL):
     np.testing.assert_allclose(a, b, rtol=0, atol=rtol * scale)
 
 
-@pytest.mark.parametrize("engine", ["numpy", "cpu", "stream", "dask", "torch"])
+@pytest.mark.parametrize("engine", ["numpy", "cpu", "stream", "dask", "torch", TORCH_CUDA])
 def test_every_executor_runs_every_model(engine, mixture_data, tmp_path):
     """One E-step per model on each executor equals the numpy reference kernel (1e-10)."""
     X, w = mixture_data
@@ -84,7 +100,7 @@ def test_every_executor_runs_every_model(engine, mixture_data, tmp_path):
         assert got.log_likelihood == pytest.approx(ref.log_likelihood, rel=1e-11), name
 
 
-@pytest.mark.parametrize("engine", ["cpu", "torch"])
+@pytest.mark.parametrize("engine", ["cpu", "torch", TORCH_CUDA])
 def test_blas_width_every_full_moment_model(engine, tmp_path):
     """Wide data (the cpu engine's BLAS path) for the models with full moments."""
     rng = np.random.RandomState(3)

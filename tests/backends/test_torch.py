@@ -341,3 +341,79 @@ def test_cuda_streamed_host_data_equals_resident(covariance_type):
     for field in ("nk", "sx", "sxx"):
         np.testing.assert_allclose(getattr(b, field), getattr(a, field), rtol=1e-4, atol=1e-3)
     assert b.log_likelihood == pytest.approx(a.log_likelihood, rel=1e-5)
+
+
+# ------------------------------------------------------------------ initialisation on the device
+def test_device_kmeans_finds_the_partition_scikit_learn_finds():
+    from sklearn.cluster import KMeans
+
+    from gaussmix.backends import _torch_init
+
+    X, _ = _blobs(n=3000, d=4, seed=3)
+    Xt = torch.from_numpy(X)
+    gen = torch.Generator().manual_seed(0)
+    labels, centers, n_iter = _torch_init.kmeans(Xt, 3, generator=gen)
+    assert 1 <= n_iter < 300 and centers.shape == (3, 4)
+    ref = KMeans(3, n_init=10, random_state=0).fit(X)
+    # the same partition up to the names of the clusters, hence the same inertia
+    ours = _torch_init.inertia(Xt, labels, 3)
+    assert ours == pytest.approx(ref.inertia_, rel=1e-9)
+    pairs = set(zip(labels.tolist(), ref.labels_.tolist(), strict=True))
+    assert len(pairs) == 3
+
+
+def test_device_kmeans_plusplus_weights_and_float32():
+    from gaussmix.backends import _torch_init
+
+    X, _ = _blobs(n=600, d=3, seed=4)
+    Xt = torch.from_numpy(X).float()
+    # rows of weight zero are never chosen as centres
+    w = torch.zeros(600)
+    w[:200] = 1.0
+    for seed in range(5):
+        gen = torch.Generator().manual_seed(seed)
+        centers, idx = _torch_init.kmeans_plusplus(Xt, 4, sample_weight=w, generator=gen)
+        assert centers.dtype == torch.float32
+        assert len(set(idx.tolist())) == 4 and int(idx.max()) < 200
+        torch.testing.assert_close(centers, Xt[idx])
+    # weighted Lloyd: equal to unweighted k-means on the rows repeated by their weights
+    counts = torch.from_numpy(np.random.default_rng(0).integers(1, 3, 600))
+    gen = torch.Generator().manual_seed(1)
+    labels, centers, _ = _torch_init.kmeans(
+        Xt.double(), 3, sample_weight=counts.double(), generator=gen
+    )
+    for k in range(3):
+        rows = Xt.double()[labels == k]
+        c = counts[labels == k].double()
+        torch.testing.assert_close(centers[k], (c[:, None] * rows).sum(0) / c.sum())
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs", "error", "match"),
+    [
+        ((torch.ones(5, 2), 6), {}, ValueError, "n_clusters"),
+        ((torch.ones(5, 2), 0), {}, ValueError, "n_clusters"),
+        ((torch.ones(5), 2), {}, ValueError, "2-D"),
+        ((torch.ones(5, 2, dtype=torch.long), 2), {}, TypeError, "floating"),
+        ((torch.ones(5, 2), 2), {"sample_weight": torch.ones(4)}, ValueError, "shape"),
+        ((torch.ones(5, 2), 2), {"sample_weight": -torch.ones(5)}, ValueError, "non-negative"),
+        ((torch.ones(5, 2), 2), {"max_iter": 0}, ValueError, "max_iter"),
+    ],
+)
+def test_device_kmeans_refuses_bad_input(args, kwargs, error, match):
+    from gaussmix.backends import _torch_init
+
+    with pytest.raises(error, match=match):
+        _torch_init.kmeans(*args, **kwargs)
+
+
+@CUDA
+def test_device_kmeans_on_cuda_equals_cpu_partition():
+    from gaussmix.backends import _torch_init
+
+    X, _ = _blobs(n=20_000, d=5, seed=5)
+    Xt = torch.from_numpy(X).float()
+    a, _, _ = _torch_init.kmeans(Xt.cuda(), 3, generator=torch.Generator("cuda").manual_seed(0))
+    b, _, _ = _torch_init.kmeans(Xt, 3, generator=torch.Generator().manual_seed(0))
+    ia, ib = _torch_init.inertia(Xt, a.cpu(), 3), _torch_init.inertia(Xt, b, 3)
+    assert ia == pytest.approx(ib, rel=1e-6)

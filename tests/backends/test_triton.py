@@ -17,11 +17,23 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from gaussmix._covariance import COVARIANCE_MODELS
+
 COVARIANCE_TYPES = ["full", "tied", "diag", "spherical"]
 # (rows, d, K): d < 16 takes the broadcast products, d >= 16 tl.dot; 130 rows span several
 # row blocks and statistics slices with a ragged tail
 SHAPES = [(130, 3, 4), (70, 20, 3), (33, 1, 1)]
 FIELDS = ("nk", "sx", "sxx")
+
+
+TUNINGS = {
+    "register-tile": "online=0",
+    "online": "online=1",
+    "small-tiles": "online=1,block_resp=16,warps_resp=2,block_stats=16,warps_stats=2,"
+    "programs_per_sm=1,stages_stats=1",
+    "large-tiles": "online=0,block_resp=128,warps_resp=8,block_stats=128,warps_stats=8,"
+    "programs_per_sm=16",
+}
 
 
 def _random_params(covariance_type, K, d, rng):
@@ -118,6 +130,42 @@ def run_cases(device: str = "cpu") -> dict[str, dict]:
     finally:
         _triton._INT32_LIMIT = limit
     results["split"] = {"triton": _relative_errors(split, whole)}
+    # every covariance model (the executor asks the model for its factors and moments)
+    from gaussmix._covariance import get_model
+    from gaussmix._stats import SuffStats, accumulate, m_step
+
+    for name in sorted(COVARIANCE_MODELS):
+        model = get_model(name)
+        X = rng.normal(0, 3, (90, 3)).astype(np.float32)
+        X[:30] += 5.0
+        w = rng.uniform(0, 2, 90)
+        # the model's own parameters: an M-step on random soft responsibilities
+        r = rng.dirichlet(np.ones(3), size=90)
+        shift = np.zeros((3, 3))
+        nk, sx, sxx = accumulate(X.astype(np.float64), r, shift, model.moment)
+        try:
+            params = m_step(SuffStats(shift, nk, sx, sxx, 0.0, 90.0, 90), model, 1e-6)
+        except Exception as exc:  # reported, and failed, by the test
+            results[f"model-{name}"] = {"error": f"{type(exc).__name__}: {exc}"}
+            continue
+        ref = TorchExecutor(X.astype(np.float64), w, device=device, kernel="torch")
+        tri = TorchExecutor(X, w, device=device, kernel="triton")
+        results[f"model-{name}"] = {
+            "triton": _relative_errors(tri.e_step(params), ref.e_step(params))
+        }
+    # launch settings other than the defaults give the same statistics, both ways of
+    # normalising the responsibilities (register tile, running log-sum-exp) included
+    X = rng.normal(0, 3, (300, 3)).astype(np.float32)
+    w = rng.uniform(0, 2, 300)
+    params = _random_params("full", 40, 3, rng)
+    ref = TorchExecutor(X.astype(np.float64), w, device=device, kernel="torch").e_step(params)
+    for label, tuning in TUNINGS.items():
+        os.environ["GAUSSMIX_TRITON_TUNING"] = tuning
+        try:
+            got = TorchExecutor(X, w, device=device, kernel="triton").e_step(params)
+        finally:
+            del os.environ["GAUSSMIX_TRITON_TUNING"]
+        results[f"tuning-{label}"] = {"triton": _relative_errors(got, ref)}
     # tensor-core products (on a GPU; the interpreter computes them in float32)
     X = rng.normal(0, 3, (64, 16)).astype(np.float32)
     params = _random_params("full", 4, 16, rng)
@@ -197,6 +245,64 @@ def test_interpreted_tensor_core_precisions_run(interpreted, precision, toleranc
     assert max(got[f] for f in (*FIELDS, "log_likelihood")) < tolerance
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("model", sorted(COVARIANCE_MODELS))
+def test_interpreted_kernels_take_every_covariance_model(interpreted, model):
+    result = interpreted[f"model-{model}"]
+    assert "error" not in result, result
+    got = result["triton"]
+    assert got["finite"]
+    assert max(got[f] for f in (*FIELDS, "log_likelihood")) < 5e-6, got
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("label", sorted(TUNINGS))
+def test_interpreted_launch_settings_do_not_change_results(interpreted, label):
+    got = interpreted[f"tuning-{label}"]["triton"]
+    assert got["finite"]
+    assert max(got[f] for f in (*FIELDS, "log_likelihood")) < 5e-6, got
+
+
+def test_launch_settings_are_parsed_and_checked(monkeypatch):
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("triton")
+    from gaussmix.backends import _triton
+
+    cpu = torch.device("cpu")
+    assert _triton.parse_tuning(" block_resp=32, warps_stats=8 ,") == dict(
+        block_resp=32, warps_stats=8
+    )
+    shapes = _triton.launch_shapes(10_000, 16, 100, cpu, dict(block_resp=32, online=0))
+    assert shapes["BLOCK_RESP"] == 32 and not shapes["ONLINE"]
+    assert _triton.launch_shapes(10_000, 16, 100, cpu)["ONLINE"]  # default for many components
+    assert not _triton.launch_shapes(10_000, 16, 8, cpu)["ONLINE"]
+    # more programs per multiprocessor: more, shorter slices, still covering every row
+    few = _triton.launch_shapes(100_000, 4, 2, cpu, dict(programs_per_sm=2))
+    many = _triton.launch_shapes(100_000, 4, 2, cpu, dict(programs_per_sm=16))
+    assert many["slices"] > few["slices"]
+    for sh in (few, many):
+        assert sh["slices"] * sh["rows_per_slice"] >= 100_000
+    for text, match in [
+        ("block_resp", "key=value"),
+        ("blocks=4", "key=value"),
+        ("warps_resp=four", "integer"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            _triton.parse_tuning(text)
+    for tuning, match in [
+        (dict(block_resp=48), "power of two"),
+        (dict(programs_per_sm=0), ">= 1"),
+        (dict(block_stats=8), ">= 16"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            _triton.launch_shapes(1000, 16, 4, cpu, tuning)
+    monkeypatch.setenv("GAUSSMIX_TRITON_TUNING", "warps_resp=8")
+    assert _triton.tuning_from_env() == dict(warps_resp=8)
+    monkeypatch.setenv("GAUSSMIX_TRITON_TUNING", "warps=8")
+    with pytest.raises(ValueError, match="GAUSSMIX_TRITON_TUNING"):
+        _triton.tuning_from_env()
+
+
 def test_triton_needs_float32_and_known_shapes():
     torch = pytest.importorskip("torch")
     pytest.importorskip("triton")
@@ -231,10 +337,14 @@ CUDA = pytest.mark.skipif(not _cuda_available(), reason="needs a CUDA GPU")
 @CUDA
 def test_compiled_kernels_equal_torch_reference_on_gpu():
     results = run_cases("cuda")
-    for case in CASES:
+    more = [f"model-{m}" for m in sorted(COVARIANCE_MODELS)] + [f"tuning-{t}" for t in TUNINGS]
+    for case in CASES + more + ["strided-view"]:
+        assert "error" not in results[case], (case, results[case])
         got = results[case]["triton"]
         assert got["finite"]
         assert max(got[f] for f in (*FIELDS, "log_likelihood")) < 5e-6, (case, got)
+    np.testing.assert_allclose(results["em-run"]["triton"], results["em-run"]["torch"], rtol=1e-5)
+    assert max(results["split"]["triton"][f] for f in (*FIELDS, "log_likelihood")) < 1e-6
 
 
 @CUDA

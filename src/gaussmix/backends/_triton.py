@@ -11,7 +11,10 @@ Two kernels per chunk, neither of which materialises an (rows, K, d) array:
     a broadcast product below that), ``log p(x, k) = c_k - |y|²/2``, kept in a
     (rows, K) register tile; then log-sum-exp, responsibilities times the row weight, written
     transposed as (K, rows) so that the next kernel reads each component's column contiguously,
-    and the block's ``Σ w log p(x)``.
+    and the block's ``Σ w log p(x)``. With ``ONLINE`` (the default for K > 32) the log-joint
+    is not kept as a register tile: each component's column is stored as it is computed, a
+    running log-sum-exp is kept per row, and a second pass over the stored columns turns them
+    into responsibilities (the columns are still in cache).
 
 ``_statistics_kernel`` (one program per component and slice of rows)
     ``diff = x - s_k`` around the component's shift, then ``Σ r``, ``Σ r diff`` and
@@ -23,6 +26,11 @@ Storing the (K, rows) responsibilities costs 8·K bytes per row of memory traffi
 them in the second kernel would cost the Mahalanobis products again (2·K·d² flops per row),
 which is dearer for every d above a few.
 
+Launch settings (row tiles, warps, pipeline stages, statistics programs per multiprocessor,
+``ONLINE``) default by shape; a caller's ``tuning=`` or ``$GAUSSMIX_TRITON_TUNING``
+("block_resp=64,warps_resp=8,...") overrides them, which is how ``benchmarks/bench_gpu.py
+--tune`` sweeps them.
+
 Precision: float32 only (float64 data takes the torch path). The matrix products (d >= 16)
 use IEEE float32 FMA by default. ``precision="tf32x3"`` runs them on the tensor cores in three
 TF32 passes (split operands, about float32 accuracy); ``"tf32"`` in one pass, faster again but
@@ -32,6 +40,7 @@ responsibilities, not for the 1e-4 log-likelihood agreement that the default kee
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -47,9 +56,13 @@ __all__ = [
     "MAX_COMPONENTS",
     "MAX_FEATURES",
     "PRECISIONS",
+    "TUNING_KEYS",
     "TritonParams",
     "e_step_chunk",
+    "launch_shapes",
+    "parse_tuning",
     "supported",
+    "tuning_from_env",
 ]
 
 #: largest K and d the kernels take (register tiles of K_PAD per row, d_pad² per program)
@@ -144,6 +157,7 @@ def _responsibilities_kernel(
     FULL_FACTOR: tl.constexpr,
     USE_DOT: tl.constexpr,
     PRECISION: tl.constexpr,
+    ONLINE: tl.constexpr,
     BLOCK_N: tl.constexpr,
     D_PAD: tl.constexpr,
     K_PAD: tl.constexpr,
@@ -159,7 +173,10 @@ def _responsibilities_kernel(
         other=0.0,
     )
     kcols = tl.arange(0, K_PAD)
-    log_joint = tl.full((BLOCK_N, K_PAD), float("-inf"), tl.float32)
+    if not ONLINE:
+        log_joint = tl.full((BLOCK_N, K_PAD), float("-inf"), tl.float32)
+    top = tl.full((BLOCK_N,), float("-inf"), tl.float32)
+    total = tl.zeros((BLOCK_N,), tl.float32)
     for k in range(n_components):
         mu = tl.load(MEANS + k * n_features + cols, mask=col_ok, other=0.0)
         diff = x - mu[None, :]
@@ -179,25 +196,43 @@ def _responsibilities_kernel(
             y = diff * p[None, :]
         maha = tl.sum(y * y, axis=1)
         value = tl.load(LOG_CONST + k) - 0.5 * maha
-        log_joint = tl.where(kcols[None, :] == k, value[:, None], log_joint)
-    top = tl.max(log_joint, axis=1)
+        if ONLINE:
+            # log p(x, k) parked in the output (this program's own cache lines, read back
+            # below) and a running log-sum-exp: no (rows, K_PAD) select per component, whose
+            # cost grows as K² per row
+            tl.store(RESP_T + k * n_rows + rows, value, mask=row_ok)
+            new_top = tl.maximum(top, value)
+            # rows with every component at -inf so far: keep the exponents finite
+            safe = tl.where(new_top > float("-inf"), new_top, 0.0)
+            total = total * tl.exp(top - safe) + tl.exp(value - safe)
+            top = new_top
+        else:
+            log_joint = tl.where(kcols[None, :] == k, value[:, None], log_joint)
+    if not ONLINE:
+        top = tl.max(log_joint, axis=1)
     # a row whose every component has weight zero would give -inf - -inf; keep it finite
     top = tl.where(top > float("-inf"), top, 0.0)
-    e = tl.exp(log_joint - top[:, None])
-    total = tl.sum(e, axis=1)
+    if not ONLINE:
+        e = tl.exp(log_joint - top[:, None])
+        total = tl.sum(e, axis=1)
     log_norm = top + tl.log(total)
-    resp = e / total[:, None]
     if HAS_W:
         w = tl.load(W + rows, mask=row_ok, other=0.0)
-        resp = resp * w[:, None]
         ll = tl.sum(tl.where(row_ok, w * log_norm, 0.0), axis=0)
     else:
+        w = tl.full((BLOCK_N,), 1.0, tl.float32)
         ll = tl.sum(tl.where(row_ok, log_norm, 0.0), axis=0)
-    tl.store(
-        RESP_T + kcols[None, :] * n_rows + rows[:, None],
-        resp,
-        mask=row_ok[:, None] & (kcols[None, :] < n_components),
-    )
+    if ONLINE:
+        for k in range(n_components):
+            value = tl.load(RESP_T + k * n_rows + rows, mask=row_ok, other=0.0)
+            tl.store(RESP_T + k * n_rows + rows, tl.exp(value - log_norm) * w, mask=row_ok)
+    else:
+        resp = e / total[:, None] * w[:, None]
+        tl.store(
+            RESP_T + kcols[None, :] * n_rows + rows[:, None],
+            resp,
+            mask=row_ok[:, None] & (kcols[None, :] < n_components),
+        )
     tl.store(LL_PART + pid, ll)
 
 
@@ -268,34 +303,110 @@ def _pow2(n: int, low: int = 1) -> int:
     return max(low, triton.next_power_of_2(int(n)))
 
 
-def _programs_wanted(device: torch.device) -> int:
-    """About four resident programs per multiprocessor keep the second kernel's grid full."""
+def _programs_wanted(device: torch.device, per_multiprocessor: int = 4) -> int:
+    """Resident programs wanted for the statistics kernel's grid (per multiprocessor)."""
     if device.type == "cuda":
-        return 4 * torch.cuda.get_device_properties(device).multi_processor_count
-    return 4
+        sms = torch.cuda.get_device_properties(device).multi_processor_count
+        return per_multiprocessor * sms
+    return per_multiprocessor
 
 
-def launch_shapes(n_rows: int, n_features: int, n_components: int, device: torch.device):
-    """Tile sizes and grids of both kernels (exposed for tests and benchmarks).
+#: launch settings a caller (or ``$GAUSSMIX_TRITON_TUNING``) may override; None: by shape
+TUNING_KEYS = (
+    "block_resp",
+    "warps_resp",
+    "online",
+    "block_stats",
+    "warps_stats",
+    "stages_stats",
+    "programs_per_sm",
+)
+
+
+def tuning_from_env() -> dict[str, int]:
+    """Launch settings from ``$GAUSSMIX_TRITON_TUNING`` ("block_resp=64,warps_resp=8,...")."""
+    text = os.environ.get("GAUSSMIX_TRITON_TUNING", "").strip()
+    return parse_tuning(text) if text else {}
+
+
+def parse_tuning(text: str) -> dict[str, int]:
+    """``"key=value,..."`` into a dict of :data:`TUNING_KEYS` (integers); raises on others."""
+    out: dict[str, int] = {}
+    for item in text.split(","):
+        if not item.strip():
+            continue
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or key not in TUNING_KEYS:
+            raise ValueError(
+                f"GAUSSMIX_TRITON_TUNING: {item.strip()!r} is not key=value with a key among "
+                f"{TUNING_KEYS}"
+            )
+        try:
+            out[key] = int(value)
+        except ValueError:
+            raise ValueError(
+                f"GAUSSMIX_TRITON_TUNING: {key} must be an integer, got {value.strip()!r}"
+            ) from None
+    return out
+
+
+def _check_tuning(tuning: dict[str, int], d_pad: int, k_pad: int) -> None:
+    for key, value in tuning.items():
+        if key not in TUNING_KEYS:
+            raise ValueError(f"unknown Triton tuning key {key!r}; known: {TUNING_KEYS}")
+        if key.startswith(("block", "warps")) and (value < 1 or value & (value - 1)):
+            raise ValueError(f"Triton tuning {key} must be a power of two, got {value}")
+        if key in ("stages_stats", "programs_per_sm") and value < 1:
+            raise ValueError(f"Triton tuning {key} must be >= 1, got {value}")
+    if tuning.get("block_stats", 16) < 16 and d_pad >= _DOT_MIN_D:
+        raise ValueError("Triton tuning block_stats must be >= 16 where tl.dot is used")
+    if tuning.get("block_resp", 16) < 16 and d_pad >= _DOT_MIN_D:
+        raise ValueError("Triton tuning block_resp must be >= 16 where tl.dot is used")
+
+
+def launch_shapes(
+    n_rows: int,
+    n_features: int,
+    n_components: int,
+    device: torch.device,
+    tuning: dict[str, int] | None = None,
+):
+    """Tile sizes, warps and grids of both kernels (exposed for tests and benchmarks).
+
+    Parameters
+    ----------
+    n_rows, n_features, n_components : int
+    device : torch.device
+    tuning : dict, optional
+        Overrides of the shape-based defaults, keys among :data:`TUNING_KEYS`.
 
     Returns
     -------
     shapes : dict
-        ``D_PAD``, ``K_PAD``, ``USE_DOT``, ``BLOCK_N`` of each kernel, the number of row
-        slices and rows per slice of the statistics kernel.
+        ``D_PAD``, ``K_PAD``, ``USE_DOT``, ``ONLINE``, ``BLOCK_N`` and warps of each kernel,
+        the statistics kernel's pipeline stages, number of row slices and rows per slice.
     """
+    tuning = dict(tuning or {})
     use_dot = _pow2(n_features) >= _DOT_MIN_D
     d_pad = _pow2(n_features, _DOT_MIN_D if use_dot else 2)
     k_pad = _pow2(n_components, 2)
+    _check_tuning(tuning, d_pad, k_pad)
     # the (rows, K_PAD) log-joint tile and, without tl.dot, the (rows, d, d) broadcast product
     # are the large register tiles: keep each near 4096-8192 float32 per program
     block_resp = max(16, min(128, 4096 // k_pad))
     if not use_dot:
         block_resp = max(16, min(block_resp, 8192 // (d_pad * d_pad)))
     block_stats = 64 if use_dot else max(16, min(128, 4096 // (d_pad * d_pad)))
+    block_resp = tuning.get("block_resp", block_resp)
+    block_stats = tuning.get("block_stats", block_stats)
+    per_sm = tuning.get("programs_per_sm", 4)
     slices = max(
         1,
-        min(triton.cdiv(n_rows, block_stats), triton.cdiv(_programs_wanted(device), n_components)),
+        min(
+            triton.cdiv(n_rows, block_stats),
+            triton.cdiv(_programs_wanted(device, per_sm), n_components),
+        ),
     )
     rows_per_slice = triton.cdiv(triton.cdiv(n_rows, slices), block_stats) * block_stats
     slices = triton.cdiv(n_rows, rows_per_slice)
@@ -303,8 +414,14 @@ def launch_shapes(n_rows: int, n_features: int, n_components: int, device: torch
         D_PAD=d_pad,
         K_PAD=k_pad,
         USE_DOT=use_dot,
+        # the running log-sum-exp pays off where the (rows, K_PAD) select per component is
+        # dear: many components
+        ONLINE=bool(tuning.get("online", k_pad >= 64)),
         BLOCK_RESP=block_resp,
+        WARPS_RESP=tuning.get("warps_resp", 4),
         BLOCK_STATS=block_stats,
+        WARPS_STATS=tuning.get("warps_stats", 4),
+        STAGES_STATS=tuning.get("stages_stats", 3),
         slices=slices,
         rows_per_slice=rows_per_slice,
     )
@@ -316,6 +433,7 @@ def e_step_chunk(
     tp: TritonParams,
     *,
     precision: str = "ieee",
+    tuning: dict[str, int] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """E-step of one chunk with the fused kernels.
 
@@ -329,6 +447,9 @@ def e_step_chunk(
     precision : {"ieee", "tf32x3", "tf32"}, default="ieee"
         ``tl.dot`` input precision of the products (used for d >= 16): IEEE float32 FMA,
         three TF32 tensor-core passes (about float32 accuracy), or one (about 1e-3).
+    tuning : dict, optional
+        Launch settings (keys :data:`TUNING_KEYS`) overriding the shape-based defaults; None
+        reads ``$GAUSSMIX_TRITON_TUNING``.
 
     Returns
     -------
@@ -347,8 +468,9 @@ def e_step_chunk(
         # the kernels index with 32-bit offsets: split chunks whose (rows, d) or (K, rows)
         # arrays reach 2**31 elements
         half = n // 2
-        first = e_step_chunk(Xc[:half], None if wc is None else wc[:half], tp, precision=precision)
-        second = e_step_chunk(Xc[half:], None if wc is None else wc[half:], tp, precision=precision)
+        kw = dict(precision=precision, tuning=tuning)
+        first = e_step_chunk(Xc[:half], None if wc is None else wc[:half], tp, **kw)
+        second = e_step_chunk(Xc[half:], None if wc is None else wc[half:], tp, **kw)
         return tuple(a + b for a, b in zip(first, second, strict=True))
     if not supported(d, K, Xc.dtype):
         raise ValueError(
@@ -356,7 +478,7 @@ def e_step_chunk(
             f"got d = {d}, K = {K}: use kernel='torch'"
         )
     dev = Xc.device
-    sh = launch_shapes(n, d, K, dev)
+    sh = launch_shapes(n, d, K, dev, tuning_from_env() if tuning is None else tuning)
     resp_t = torch.empty((K, n), dtype=torch.float32, device=dev)
     grid_resp = triton.cdiv(n, sh["BLOCK_RESP"])
     ll_part = torch.empty(grid_resp, dtype=torch.float32, device=dev)
@@ -377,9 +499,11 @@ def e_step_chunk(
         FULL_FACTOR=tp.full_factor,
         USE_DOT=sh["USE_DOT"],
         PRECISION=precision,
+        ONLINE=sh["ONLINE"],
         BLOCK_N=sh["BLOCK_RESP"],
         D_PAD=sh["D_PAD"],
         K_PAD=sh["K_PAD"],
+        num_warps=sh["WARPS_RESP"],
     )
     slices = sh["slices"]
     nk_part = torch.empty((slices, K), dtype=torch.float32, device=dev)
@@ -403,6 +527,8 @@ def e_step_chunk(
         PRECISION=precision,
         BLOCK_N=sh["BLOCK_STATS"],
         D_PAD=sh["D_PAD"],
+        num_warps=sh["WARPS_STATS"],
+        num_stages=sh["STAGES_STATS"],
     )
     f64 = torch.float64
     return (
