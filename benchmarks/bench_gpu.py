@@ -32,6 +32,7 @@ import json
 import logging
 import math
 import os
+import subprocess
 import sys
 import time
 import warnings
@@ -311,6 +312,17 @@ def _versions() -> dict[str, str]:
             out[name] = "not installed"
     if torch.cuda.is_available():
         out["gpu"] = torch.cuda.get_device_name()
+        out["cuda"] = str(torch.version.cuda)
+        try:
+            smi = subprocess.run(
+                ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                capture_output=True,
+                text=True,
+                timeout=30,
+            )
+            out["driver"] = smi.stdout.strip().splitlines()[0]
+        except (OSError, subprocess.SubprocessError, IndexError):
+            out["driver"] = "unknown"
     return out
 
 
@@ -540,7 +552,16 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="cap every workload's K (smoke tests under Triton's interpreter)",
     )
+    p.add_argument(
+        "--table-from",
+        default=None,
+        metavar="JSON",
+        help="print the README's GPU section (Markdown) from a saved --json run, run nothing",
+    )
     args = p.parse_args(argv)
+    if args.table_from:
+        print(readme_markdown(json.loads(Path(args.table_from).read_text())))
+        return 0
     precisions = [q.strip() for q in args.precisions.split(",") if q.strip()]
     given_tuning = _parse_tuning_arg(args.tuning)
 
@@ -734,27 +755,90 @@ def _summarise(name: str, w: Workload, rows: list[dict]) -> None:
 
 
 def _table(rows: list[dict]) -> None:
-    print(
-        "\n| workload | N × d, K | library | ms/iter | speedup vs best peer | TFLOP/s "
-        "| % fp32 peak | ll/row | Δll rel | agrees | target ms |"
-    )
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("\n" + "\n".join(_table_lines(rows)))
+
+
+def _table_lines(rows: list[dict]) -> list[str]:
+    lines = [
+        "| workload | N × d, K | library | ms/iter | speedup vs best peer | TFLOP/s "
+        "| % fp32 peak | ll/row | Δll rel | agrees | target ms |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         shape = f"{r['n']:,} × {r['d']}, {r['K']}"
         if "ms_per_iter" not in r:
-            print(
+            lines.append(
                 f"| {r['workload']} | {shape} | {r['library']} | "
                 f"{r.get('skipped') or r.get('error', '')[:60]} | | | | | | | |"
             )
             continue
         speed = r.get("speedup_vs_best_peer")
-        print(
+        lines.append(
             f"| {r['workload']} | {shape} | {r['library']} | {r['ms_per_iter']:.3f} | "
             f"{'' if speed is None else f'{speed:.1f}x'} | {r['tflops']:.3f} | "
             f"{100 * r['peak_fraction']:.2f} | {r['mean_log_likelihood']:.6f} | "
             f"{r.get('ll_rel_diff', float('nan')):.1e} | {r.get('agrees', '')} | "
             f"{r['target_ms']} |"
         )
+    return lines
+
+
+def readme_markdown(data: dict) -> str:
+    """The README's GPU results (device, versions, command, table, agreement, initialisation)
+    from a saved ``--json`` run."""
+    v, a = data["versions"], data["args"]
+    flags = [f"--workloads {a['workloads']}", f"--iters {a['iters']}"]
+    flags += [f"--repeats {a['repeats']}", f"--peak-tflops {a['peak_tflops']}"]
+    if a.get("tune"):
+        flags.append(f"--tune --tune-seconds {a['tune_seconds']:g}")
+    if a.get("tuning"):
+        flags.append(f"--tuning '{a['tuning']}'")
+    out = [
+        f"Device: {v.get('gpu', a['device'])}; torch {v['torch']}, Triton {v.get('triton')}, "
+        f"torchgmm {v.get('torchgmm')}, pomegranate {v.get('pomegranate')}, "
+        f"Python {v['python']}"
+        + (f"; CUDA {v['cuda']}, driver {v['driver']}" if v.get("driver") else "")
+        + ".",
+        "",
+        "```bash",
+        f"python benchmarks/bench_gpu.py {' '.join(flags)} --json gpu.json",
+        "```",
+        "",
+        *_table_lines(data["rows"]),
+        "",
+    ]
+    for name, info in data.get("workloads", {}).items():
+        parts = [f"{name}: launch settings `{info.get('tuning_used') or 'defaults'}`"]
+        tuned = info.get("tuning")
+        if isinstance(tuned, dict):
+            parts.append(
+                f"(sweep of {len(tuned['trials'])}: {tuned['default_ms']:.3f} → "
+                f"{tuned['best_ms']:.3f} ms per E-step)"
+            )
+        agreement = info.get("e_step_agreement")
+        if isinstance(agreement, dict):
+            worst = {k: max(r.values()) for k, r in agreement.items()}
+            lls = ", ".join(f"{k} {r['ll_per_row']:.1e}" for k, r in agreement.items())
+            parts.append(f"; one E-step vs float64, log-likelihood per row: {lls}")
+            parts.append(
+                "(largest statistic error "
+                + ", ".join(f"{k} {e:.1e}" for k, e in worst.items())
+                + ")"
+            )
+        init = info.get("init")
+        if isinstance(init, dict):
+            parts.append(
+                f"; initialisation on {init['rows']:,} rows: k-means++ host "
+                f"{init['host_kmeanspp_s']:.3f} s / device {init['device_kmeanspp_s']:.3f} s, "
+                f"k-means host {init['host_kmeans_s']:.3f} s / device "
+                f"{init['device_kmeans_s']:.3f} s ({init['device_kmeans_iters']} Lloyd steps; "
+                f"inertia ratio device/host "
+                f"{init['device_kmeans_inertia'] / init['host_kmeans_inertia']:.4f})"
+            )
+        elif init:
+            parts.append(f"; initialisation failed: {init}")
+        out.append("- " + " ".join(parts))
+    return "\n".join(out)
 
 
 if __name__ == "__main__":
