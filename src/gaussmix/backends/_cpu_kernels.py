@@ -135,7 +135,31 @@ def _f32_bits(typingctx, x):
 # its representation: 2^n is then built with integer vector operations, because AVX2 has no
 # packed float64 -> int64 conversion (a float -> int cast would run one lane at a time)
 _SHIFT64 = 6755399441055744.0
+# exp(r) = 1 + r + r²·q(r) on |r| <= ln2/2, q of degree 9 fitted to (expm1(r) - r)/r² on 200
+# Chebyshev nodes with weights r² (least squares; near-minimax): relative error below 4.4e-16
+# measured, as the degree-13 Taylor polynomial it replaces, with two fewer multiply-adds
+(_E2, _E3, _E4, _E5, _E6, _E7, _E8, _E9, _E10, _E11) = (
+    0.5000000000000024,
+    0.16666666666667096,
+    0.041666666666371185,
+    0.008333333332925144,
+    0.0013888888998498103,
+    0.0001984127075463671,
+    2.4801426390141536e-05,
+    2.755655931232192e-06,
+    2.7656507974866827e-07,
+    2.5283877711124586e-08,
+)
 _SHIFT32 = np.float32(12582912.0)
+# float32: q of degree 4, fitted the same way (Estrin's scheme): relative error 1.2e-7 measured
+# (one float32 rounding), 40 % faster than the degree-7 Taylor polynomial in Horner's scheme
+_F2, _F3, _F4, _F5, _F6 = (
+    np.float32(0.5000000080806988),
+    np.float32(0.16666515988904151),
+    np.float32(0.04166626313604872),
+    np.float32(0.008369151694189362),
+    np.float32(0.0013946446563996462),
+)
 
 
 @overload(exp_nonpos, inline="always", fastmath=_FM)
@@ -144,21 +168,18 @@ def _exp_nonpos_impl(t, cut):
     # from its exponent bits: no libm call, so the loop over rows vectorises (libm exp costs
     # ~14 ns per call and dominates small-d E-steps). np.floor, not math.floor: the latter
     # returns an integer, whose conversions do not vectorise. The float64 polynomial is
-    # evaluated in Estrin's scheme (a dependency chain of 4 multiply-adds instead of 13).
+    # evaluated in Estrin's scheme (a dependency chain of 4 multiply-adds instead of 11).
     if isinstance(t, types.Float) and t.bitwidth == 32:
 
         def impl32(t, cut):
             tt = max(t, np.float32(-87.0))
             n = np.floor(tt * np.float32(_LOG2E) + np.float32(0.5))
             r = tt - n * _LN2_HI32 - n * _LN2_LO32
-            p = np.float32(1.0 / 5040.0)
-            p = p * r + np.float32(1.0 / 720.0)
-            p = p * r + np.float32(1.0 / 120.0)
-            p = p * r + np.float32(1.0 / 24.0)
-            p = p * r + np.float32(1.0 / 6.0)
-            p = p * r + np.float32(0.5)
-            p = p * r + np.float32(1.0)
-            p = p * r + np.float32(1.0)
+            r2 = r * r
+            r4 = r2 * r2
+            p = ((np.float32(1.0) + r) + (_F2 + _F3 * r) * r2) + (
+                (_F4 + _F5 * r) + _F6 * r2
+            ) * r4
             bits = _f32_bits(n + _SHIFT32)
             scale = _i32_as_f32((bits + np.int32(127)) << np.int32(23))
             return np.float32(0.0) if t < cut else p * scale
@@ -173,16 +194,12 @@ def _exp_nonpos_impl(t, cut):
         r4 = r2 * r2
         r8 = r4 * r4
         q0 = 1.0 + r
-        q1 = 0.5 + r * (1.0 / 6.0)
-        q2 = 1.0 / 24.0 + r * (1.0 / 120.0)
-        q3 = 1.0 / 720.0 + r * (1.0 / 5040.0)
-        q4 = 1.0 / 40320.0 + r * (1.0 / 362880.0)
-        q5 = 1.0 / 3628800.0 + r * (1.0 / 39916800.0)
-        q6 = 1.0 / 479001600.0 + r * (1.0 / 6227020800.0)
-        s0 = q0 + q1 * r2
-        s1 = q2 + q3 * r2
-        s2 = q4 + q5 * r2
-        p = (s0 + s1 * r4) + (s2 + q6 * r4) * r8
+        q1 = _E2 + r * _E3
+        q2 = _E4 + r * _E5
+        q3 = _E6 + r * _E7
+        q4 = _E8 + r * _E9
+        q5 = _E10 + r * _E11
+        p = (q0 + q1 * r2) + (q2 + q3 * r2) * r4 + (q4 + q5 * r2) * r8
         bits = f64_bits(n + _SHIFT64)
         scale = _i64_as_f64(np.int64((bits + np.uint64(1023)) << np.uint64(52)))
         return 0.0 if t < cut else p * scale
@@ -303,35 +320,53 @@ def _diag_log_joint(xt, m, K, means, prec, const, acc, lj):
 def _diag_moments(xt, m, resp, sh, sx, sxx):
     """``sx[i] += Σ_r resp_r (x_ri - sh_i)``, ``sxx[i] += Σ_r resp_r (x_ri - sh_i)²``.
 
-    Two features per pass over the tile (one load of the responsibilities per two
+    Four features per pass over the tile (one load of the responsibilities per four
     features); each tile's sums in the working dtype, added to the float64 totals.
     """
     d = xt.shape[0]
     dt = xt.dtype.type
     i = 0
-    while i + 2 <= d:
+    while i + 4 <= d:
         sh0 = sh[i]
         sh1 = sh[i + 1]
+        sh2 = sh[i + 2]
+        sh3 = sh[i + 3]
         a0 = dt(0.0)
         a1 = dt(0.0)
+        a2 = dt(0.0)
+        a3 = dt(0.0)
         b0 = dt(0.0)
         b1 = dt(0.0)
+        b2 = dt(0.0)
+        b3 = dt(0.0)
         for r in range(m):
             q = resp[r]
             t0 = xt[i, r] - sh0
             t1 = xt[i + 1, r] - sh1
+            t2 = xt[i + 2, r] - sh2
+            t3 = xt[i + 3, r] - sh3
             u0 = q * t0
             u1 = q * t1
+            u2 = q * t2
+            u3 = q * t3
             a0 += u0
             a1 += u1
+            a2 += u2
+            a3 += u3
             b0 += u0 * t0
             b1 += u1 * t1
+            b2 += u2 * t2
+            b3 += u3 * t3
         sx[i] += a0
         sx[i + 1] += a1
+        sx[i + 2] += a2
+        sx[i + 3] += a3
         sxx[i] += b0
         sxx[i + 1] += b1
-        i += 2
-    if i < d:
+        sxx[i + 2] += b2
+        sxx[i + 3] += b3
+        i += 4
+    while i < d:
         sh0 = sh[i]
         a0 = dt(0.0)
         b0 = dt(0.0)
@@ -342,7 +377,7 @@ def _diag_moments(xt, m, resp, sh, sx, sxx):
             b0 += u0 * t0
         sx[i] += a0
         sxx[i] += b0
-
+        i += 1
 
 @nb.njit(**_JIT)
 def _row_max(lj, m, mx):
@@ -583,12 +618,12 @@ def _estep_range(
         _exp_tile(lj, m, mx, cut, tot)
         ll += _row_norms(w, weighted, t0, m, mx, tot, rw, lg)
         for k in range(K):
-            for r in range(m):
-                lj[k, r] *= rw[r]
-            # per-tile sums in the working dtype (at most 512 terms), totals in float64
+            # per-tile sums in the working dtype (at most 256 terms), totals in float64
             s = dt(0.0)
             for r in range(m):
-                s += lj[k, r]
+                q = lj[k, r] * rw[r]
+                lj[k, r] = q
+                s += q
             if s == 0.0:
                 # every responsibility of this tile is an exact zero (far component): the
                 # statistics would only add zeros
