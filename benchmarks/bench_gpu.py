@@ -475,41 +475,44 @@ def e_step_agreement(X, start, device, precisions) -> dict:
 
 # ---------------------------------------------------------------------------------- init
 def time_initialisation(X, K: int, seed: int, device) -> dict:
-    """k-means++ and k-means on a sample of up to 2**20 rows: on the host (the estimator's
-    path today, numba kernels) and on the device (:mod:`gaussmix.backends._torch_init`)."""
+    """Starting parameters by k-means++ and by k-means on a sample of up to 2**20 rows: on the
+    host (the estimator's path today: numpy k-means++, numba k-means steps) and on the device
+    (:func:`gaussmix.backends._torch_init.initial_params`), each timed whole (clustering and
+    the M-step on its partition); each start's mean log-likelihood on the sample, by one
+    float64 evaluator, says whether the device start is as good."""
     from gaussmix import _init
+    from gaussmix._covariance import get_model
     from gaussmix.backends import _torch_init
     from gaussmix.backends.cpu import kmeans_kernels
 
     n = X.shape[0]
-    rng = np.random.RandomState(seed)
-    rows = np.sort(rng.choice(n, size=min(n, 1 << 20), replace=False))
+    rows = np.sort(np.random.RandomState(seed).choice(n, size=min(n, 1 << 20), replace=False))
     sample = X[torch.from_numpy(rows).to(X.device)]
-    out: dict = dict(rows=len(rows))
-    kernels = kmeans_kernels()
     host = sample.cpu().numpy()
-    t0 = time.perf_counter()
-    _init.kmeans_plusplus(host, K, random_state=np.random.RandomState(seed))
-    out["host_kmeanspp_s"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    labels_h, _ = _init.kmeans(host, K, random_state=np.random.RandomState(seed), kernels=kernels)
-    out["host_kmeans_s"] = time.perf_counter() - t0
-    out["host_kmeans_inertia"] = _torch_init.inertia(sample, torch.from_numpy(labels_h), K)
-    gen = torch.Generator(device=sample.device).manual_seed(seed)
-    _torch_init.kmeans(sample, K, generator=gen)  # warm-up (kernel selection, caches)
-    _sync(device)
-    t0 = time.perf_counter()
-    gen = torch.Generator(device=sample.device).manual_seed(seed)
-    _torch_init.kmeans_plusplus(sample, K, generator=gen)
-    _sync(device)
-    out["device_kmeanspp_s"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    gen = torch.Generator(device=sample.device).manual_seed(seed)
-    labels_d, _, n_iter = _torch_init.kmeans(sample, K, generator=gen)
-    _sync(device)
-    out["device_kmeans_s"] = time.perf_counter() - t0
-    out["device_kmeans_iters"] = n_iter
-    out["device_kmeans_inertia"] = _torch_init.inertia(sample, labels_d, K)
+    sample_eval = sample.double()
+    model = get_model("full")
+    kernels = kmeans_kernels()
+    out: dict = dict(rows=len(rows))
+
+    def score(params) -> float:
+        # "full": the covariances are already (K, d, d)
+        return mean_log_likelihood((params.weights, params.means, params.covariances), sample_eval)
+
+    for method, key in (("k-means++", "kmeanspp"), ("kmeans", "kmeans")):
+        rng = np.random.RandomState(seed)
+        t0 = time.perf_counter()
+        params = _init.initial_params(method, host, None, K, model, REG, rng, kernels=kernels)
+        out[f"host_{key}_s"] = time.perf_counter() - t0
+        out[f"host_{key}_ll"] = score(params)
+        if method == "k-means++":  # warm-up: kernel selection, allocator
+            _torch_init.initial_params(method, sample, None, K, model, REG, rng)
+        _sync(device)
+        rng = np.random.RandomState(seed)
+        t0 = time.perf_counter()
+        params = _torch_init.initial_params(method, sample, None, K, model, REG, rng)
+        _sync(device)
+        out[f"device_{key}_s"] = time.perf_counter() - t0
+        out[f"device_{key}_ll"] = score(params)
     return out
 
 
@@ -828,12 +831,12 @@ def readme_markdown(data: dict) -> str:
         init = info.get("init")
         if isinstance(init, dict):
             parts.append(
-                f"; initialisation on {init['rows']:,} rows: k-means++ host "
-                f"{init['host_kmeanspp_s']:.3f} s / device {init['device_kmeanspp_s']:.3f} s, "
-                f"k-means host {init['host_kmeans_s']:.3f} s / device "
-                f"{init['device_kmeans_s']:.3f} s ({init['device_kmeans_iters']} Lloyd steps; "
-                f"inertia ratio device/host "
-                f"{init['device_kmeans_inertia'] / init['host_kmeans_inertia']:.4f})"
+                f"; initialisation on {init['rows']:,} rows (seconds, then mean log-likelihood "
+                f"of the start): k-means++ host {init['host_kmeanspp_s']:.3f} "
+                f"({init['host_kmeanspp_ll']:.4f}) / device {init['device_kmeanspp_s']:.3f} "
+                f"({init['device_kmeanspp_ll']:.4f}), k-means host {init['host_kmeans_s']:.3f} "
+                f"({init['host_kmeans_ll']:.4f}) / device {init['device_kmeans_s']:.3f} "
+                f"({init['device_kmeans_ll']:.4f})"
             )
         elif init:
             parts.append(f"; initialisation failed: {init}")

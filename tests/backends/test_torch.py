@@ -417,3 +417,68 @@ def test_device_kmeans_on_cuda_equals_cpu_partition():
     b, _, _ = _torch_init.kmeans(Xt, 3, generator=torch.Generator().manual_seed(0))
     ia, ib = _torch_init.inertia(Xt, a.cpu(), 3), _torch_init.inertia(Xt, b, 3)
     assert ia == pytest.approx(ib, rel=1e-6)
+
+
+@pytest.mark.parametrize("model", ["VVV", "EEE", "VVI", "VII", "EII", "VEV", "EVE"])
+def test_device_start_from_a_partition_equals_the_host_code(model):
+    from gaussmix import _init
+    from gaussmix.backends import _torch_init
+
+    X, w = _blobs(n=900, d=3, seed=6)
+    labels = np.random.default_rng(0).integers(0, 4, 900)
+    m = get_model(model)
+    host = _init._from_labels(X, w, labels, 4, m, 1e-6)
+    stats = _torch_init.label_stats(
+        torch.from_numpy(X), torch.from_numpy(w), torch.from_numpy(labels), 4, m.moment
+    )
+    from gaussmix._stats import m_step
+
+    dev = m_step(stats, m, 1e-6)
+    for name in ("weights", "means", "covariances"):
+        np.testing.assert_allclose(getattr(dev, name), getattr(host, name), rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("method", ["kmeans", "k-means++"])
+def test_executor_device_start_is_as_good_as_the_host_start(method):
+    from gaussmix import _init
+    from gaussmix.backends import _torch_init
+
+    X, w = _blobs(n=3000, d=3, seed=7)
+    model = get_model("full")
+    ex = TorchExecutor(X, w, device="cpu")
+    a = ex.device_initial_params(method, 3, model, 1e-6, np.random.RandomState(0), max_rows=2000)
+    b = ex.device_initial_params(method, 3, model, 1e-6, np.random.RandomState(0), max_rows=2000)
+    for name in ("weights", "means", "covariances"):
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name))  # reproducible
+    if method == "kmeans":
+        # the three blobs, as the host k-means finds them: same log-likelihood of the start
+        # on all rows, as the host code for this size
+        a = ex.device_initial_params(method, 3, model, 1e-6, np.random.RandomState(0))
+        host = _init.initial_params(method, X, w, 3, model, 1e-6, np.random.RandomState(0))
+        got = ex.e_step(a).log_likelihood
+        assert got == pytest.approx(ex.e_step(host).log_likelihood, rel=1e-6)
+    else:
+        # seeds: K distinct rows as means, reg_covar covariances
+        assert len({tuple(m) for m in a.means}) == 3
+        assert all(any(np.allclose(m, x) for x in X) for m in a.means)
+        np.testing.assert_allclose(
+            a.covariances, np.broadcast_to(1e-6 * np.eye(3), (3, 3, 3)), rtol=1e-7, atol=1e-12
+        )
+    with pytest.raises(ValueError, match="device initialisation"):
+        _torch_init.initial_params("random", torch.from_numpy(X), None, 3, model, 1e-6,
+                                   np.random.RandomState(0))
+
+
+@CUDA
+def test_cuda_device_start_is_as_good_as_the_host_start():
+    from gaussmix import _init
+
+    X, w = _blobs(n=30_000, d=4, seed=8)
+    model = get_model("full")
+    ex = TorchExecutor(X.astype(np.float32), w, device="cuda")
+    dev = ex.device_initial_params("kmeans", 3, model, 1e-6, np.random.RandomState(0))
+    host = _init.initial_params("kmeans", X, w, 3, model, 1e-6, np.random.RandomState(0))
+    ref = TorchExecutor(X, w, device="cpu")
+    assert ref.e_step(dev).log_likelihood == pytest.approx(
+        ref.e_step(host).log_likelihood, rel=1e-4
+    )

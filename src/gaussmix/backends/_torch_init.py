@@ -16,9 +16,24 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
-__all__ = ["inertia", "kmeans", "kmeans_plusplus"]
+from gaussmix._covariance import CovarianceModel
+from gaussmix._params import MixtureParams
+from gaussmix._stats import SuffStats, m_step
+
+__all__ = [
+    "DEVICE_INIT_METHODS",
+    "inertia",
+    "initial_params",
+    "kmeans",
+    "kmeans_plusplus",
+    "label_stats",
+]
+
+#: the estimator's ``init_params`` values this module computes on the device
+DEVICE_INIT_METHODS = ("kmeans", "k-means++")
 
 # rows per block of the (rows, K) distance matrix: 2**26 elements (256 MiB float32)
 _BLOCK_ELEMENTS = 1 << 26
@@ -187,3 +202,99 @@ def inertia(X: torch.Tensor, labels: torch.Tensor, n_clusters: int) -> float:
     sums.index_add_(0, labels, Xd)
     means = sums / mass.clamp_min(1.0)[:, None]
     return float(((Xd - means[labels]) ** 2).sum())
+
+
+def label_stats(
+    X: torch.Tensor,
+    sample_weight: torch.Tensor | None,
+    labels: torch.Tensor,
+    n_components: int,
+    moment: str,
+) -> SuffStats:
+    """Sufficient statistics of a hard partition, on the device, summed in float64.
+
+    The shift is the weighted mean of all rows (as the host code's ``_from_labels``), so the
+    M-step that follows sees the same numbers up to the order of float64 additions.
+    """
+    n, d = X.shape
+    Xd = X.double()
+    w = torch.ones(n, dtype=torch.float64, device=X.device)
+    if sample_weight is not None:
+        w = sample_weight.to(X.device, torch.float64)
+    centre = (w @ Xd) / w.sum()
+    diff = Xd - centre
+    nk = torch.zeros(n_components, dtype=torch.float64, device=X.device)
+    nk.index_add_(0, labels, w)
+    sx = torch.zeros(n_components, d, dtype=torch.float64, device=X.device)
+    sx.index_add_(0, labels, w[:, None] * diff)
+    if moment == "full":
+        # one product per component over its own rows: no (rows, d, d) temporary
+        sxx = torch.zeros(n_components, d, d, dtype=torch.float64, device=X.device)
+        order = torch.argsort(labels)
+        counts = torch.bincount(labels, minlength=n_components).tolist()
+        start = 0
+        for k, count in enumerate(counts):
+            rows = order[start : start + count]
+            start += count
+            if count:
+                dk = diff[rows]
+                sxx[k] = (dk * w[rows, None]).T @ dk
+    else:
+        sxx = torch.zeros(n_components, d, dtype=torch.float64, device=X.device)
+        sxx.index_add_(0, labels, w[:, None] * diff * diff)
+    shift = centre.expand(n_components, d).cpu().numpy().copy()
+    return SuffStats(
+        shift,
+        nk.cpu().numpy(),
+        sx.cpu().numpy(),
+        sxx.cpu().numpy(),
+        0.0,
+        float(w.sum()),
+        n,
+    )
+
+
+def initial_params(
+    method: str,
+    X: torch.Tensor,
+    sample_weight: torch.Tensor | None,
+    n_components: int,
+    model: CovarianceModel,
+    reg_covar: float,
+    random_state: np.random.RandomState,
+) -> MixtureParams:
+    """Starting parameters from k-means or k-means++ computed on ``X``'s device.
+
+    Parameters
+    ----------
+    method : {"kmeans", "k-means++"}
+        ``"kmeans"``: Lloyd's k-means, then one M-step on its partition; ``"k-means++"``:
+        the seeds as means with ``reg_covar`` covariances (the host code's conventions).
+    X : Tensor of shape (n_samples, n_features)
+        Rows on the device (a sample of the data, typically).
+    sample_weight : Tensor of shape (n_samples,) or None
+    n_components : int
+    model : CovarianceModel
+    reg_covar : float
+    random_state : numpy.random.RandomState
+        Seeds the device generator (one draw), so fits stay reproducible.
+
+    Returns
+    -------
+    params : MixtureParams
+    """
+    if method not in DEVICE_INIT_METHODS:
+        raise ValueError(f"device initialisation takes {DEVICE_INIT_METHODS}, got {method!r}")
+    generator = torch.Generator(device=X.device)
+    generator.manual_seed(int(random_state.randint(0, 2**31 - 1)))
+    if method == "kmeans":
+        labels, _, _ = kmeans(X, n_components, sample_weight=sample_weight, generator=generator)
+        stats = label_stats(X, sample_weight, labels, n_components, model.moment)
+    else:
+        _, idx = kmeans_plusplus(
+            X, n_components, sample_weight=sample_weight, generator=generator
+        )
+        # one-hot responsibilities on the K chosen rows: their means, reg_covar covariances
+        labels = torch.arange(n_components, device=X.device)
+        stats = label_stats(X[idx], None, labels, n_components, model.moment)
+    return m_step(stats, model, reg_covar)

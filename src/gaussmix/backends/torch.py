@@ -612,6 +612,51 @@ class TorchExecutor:
         return X, w
 
 
+    def device_initial_params(
+        self,
+        method: str,
+        n_components: int,
+        model: Any,
+        reg_covar: float,
+        rng: np.random.RandomState,
+        max_rows: int | None = None,
+    ) -> MixtureParams:
+        """Starting parameters by k-means or k-means++ on the device (no copy to the host).
+
+        The same row sample as :meth:`init_data` (at most ``max_rows``, default 2**20 on a
+        GPU, uniform without replacement) is clustered where the rows are, by
+        :func:`gaussmix.backends._torch_init.initial_params`; only the K × d statistics come
+        back. Streamed (host-resident) data moves just the sample to the device.
+
+        Parameters
+        ----------
+        method : {"kmeans", "k-means++"}
+        n_components : int
+        model : CovarianceModel
+        reg_covar : float
+        rng : numpy.random.RandomState
+            Draws the sample and seeds the device generator.
+        max_rows : int, optional
+
+        Returns
+        -------
+        params : MixtureParams
+        """
+        from gaussmix.backends import _torch_init
+
+        limit = _DEVICE_INIT_ROWS if max_rows is None else int(max_rows)
+        n = self.n_samples
+        X = self._X
+        w = None if self._weights_np is None else torch.from_numpy(self._weights_np)
+        if limit < n:
+            rows = torch.from_numpy(np.sort(rng.choice(n, size=limit, replace=False)))
+            X = X[rows.to(X.device)]
+            w = None if w is None else w[rows]
+        X = X.to(self.device, self._torch_dtype)
+        w = None if w is None else w.to(self.device)
+        return _torch_init.initial_params(method, X, w, n_components, model, reg_covar, rng)
+
+
 def _nbytes(shape, dtype: torch.dtype) -> int:
     return int(np.prod(shape)) * torch.empty((), dtype=dtype).element_size()
 
