@@ -7,6 +7,8 @@
 #   on the GPU machine:  bash benchmarks/gpu_check.sh            ($OUT set by the device tool)
 #   here, on the CPU:    GPU_CHECK_CPU=1 OUT=/tmp/out bash benchmarks/gpu_check.sh
 #
+# Before the device call, here (network): GPU_CHECK_STEPS=wheels OUT=/tmp/w bash benchmarks/gpu_check.sh
+#
 # GPU_CHECK_CPU=1 runs the same steps on the CPU (Triton's interpreter, tiny workloads, the
 # tests that need no GPU) so that a typo cannot waste device time. Peers come from wheels in
 # .whl/ (ignored by git) when that folder exists; with GPU_CHECK_PEERS=/path that path is put
@@ -56,6 +58,26 @@ fi
 
 for step in $STEPS; do
     case $step in
+    wheels)
+        # here, with network, before the device call: the peers as wheels for python 3.12 in
+        # .whl/ (ignored by git; name it in the device call's carry). The device image has
+        # their other needs (pytorch-lightning, lightning-utilities, torchmetrics, tqdm,
+        # networkx, numba); apricot-select is an sdist on PyPI, so a wheel is built from it.
+        stamp "fetching peer wheels into .whl/"
+        mkdir -p .whl
+        plats=()
+        for p in manylinux_2_28_x86_64 manylinux_2_17_x86_64 manylinux2014_x86_64; do
+            plats+=(--platform "$p")
+        done
+        $PY -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
+            --implementation cp "${plats[@]}" -d .whl torchgmm==0.1.4 pomegranate==1.1.2 \
+            && $PY -m pip download -q --no-deps --no-binary=:all: -d /tmp/gpu_check_sdist \
+                apricot-select==0.6.1 \
+            && $PY -m pip wheel -q --no-deps --no-build-isolation -w .whl \
+                /tmp/gpu_check_sdist/apricot-select-0.6.1.tar.gz \
+            || stamp "fetching wheels FAILED"
+        ls .whl
+        ;;
     versions)
         stamp "versions"
         {
