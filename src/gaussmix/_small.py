@@ -28,6 +28,7 @@ from numba import njit
 from numpy.typing import NDArray
 
 from gaussmix._covariance import INNER_MAX_ITER, INNER_TOL, MCLUST_MODELS, _collapsed
+from gaussmix.backends._cpu_kernels import exp_nonpos, log_ge1
 from gaussmix._gaussian import LOG_2PI
 from gaussmix._mm_kernel import mm_orientation_loop
 from gaussmix._params import MixtureParams
@@ -223,14 +224,15 @@ def _responsibilities(Lk, w, top, s):  # pragma: no cover - compiled
         s[i] = 0.0
     for k in range(K):
         for i in range(n):
-            x = Lk[k, i] - top[i]
-            # see _estep_full: below e^-600 a responsibility changes no sum
-            e = 0.0 if x < _UNDERFLOW else np.exp(x)
+            # see _estep_full: below e^-600 a responsibility changes no sum; exp_nonpos
+            # vectorises (libm's exp per element was most of an iteration on small data)
+            e = exp_nonpos(Lk[k, i] - top[i], _UNDERFLOW)
             Lk[k, i] = e
             s[i] += e
     ll = 0.0
     for i in range(n):
-        ll += w[i] * (top[i] + np.log(s[i]))
+        # s[i] >= 1: the largest term is exp(0)
+        ll += w[i] * (top[i] + log_ge1(s[i]))
         s[i] = w[i] / s[i]
     for k in range(K):
         for i in range(n):
@@ -808,7 +810,7 @@ def _m_step_full(code, stats, shift, reg, prev, prev_logdet, has_prev, inner_tol
 
 @njit(**_JIT)
 def _fit_diag(X, w, wsum, code, weights, means, cov, reg, tol, max_iter, warm, start_lb,
-              inner_tol, inner_max):  # pragma: no cover - compiled
+              inner_tol, inner_max, rel_tol=0.0):  # pragma: no cover - compiled
     """run_em for a diagonal model; see :func:`fit_small`."""
     K, d = means.shape
     P = np.empty((K, d))
@@ -857,7 +859,8 @@ def _fit_diag(X, w, wsum, code, weights, means, cov, reg, tol, max_iter, warm, s
         has_prev = True
         lbs[it] = lower_bound
         n_iter = it + 1
-        if abs(lower_bound - previous) < tol:
+        # rel_tol: mclust's test |Δ log L| <= tol (1 + |log L|) on the total, per row here
+        if abs(lower_bound - previous) < tol + rel_tol * (1.0 / wsum + abs(lower_bound)):
             converged = True
             break
         previous = lower_bound
@@ -866,7 +869,7 @@ def _fit_diag(X, w, wsum, code, weights, means, cov, reg, tol, max_iter, warm, s
 
 @njit(**_JIT)
 def _fit_full(X, w, wsum, code, weights, means, cov, reg, tol, max_iter, warm, start_lb,
-              inner_tol, inner_max):  # pragma: no cover - compiled
+              inner_tol, inner_max, rel_tol=0.0):  # pragma: no cover - compiled
     """run_em for a general model; see :func:`fit_small`."""
     K, d = means.shape
     P = np.empty((K, d, d))
@@ -917,7 +920,8 @@ def _fit_full(X, w, wsum, code, weights, means, cov, reg, tol, max_iter, warm, s
         has_prev = True
         lbs[it] = lower_bound
         n_iter = it + 1
-        if abs(lower_bound - previous) < tol:
+        # rel_tol: mclust's test |Δ log L| <= tol (1 + |log L|) on the total, per row here
+        if abs(lower_bound - previous) < tol + rel_tol * (1.0 / wsum + abs(lower_bound)):
             converged = True
             break
         previous = lower_bound
@@ -1224,6 +1228,275 @@ def start_from_labels(
     return SmallFit(weights, means, cov, np.empty(0), 0, False, int(status), P)
 
 
+# ------------------------------------------------------------------------------------------
+# A grid cell's fit in one call: start from a partition (or from parameters), EM, and what
+# model selection needs of the end (log-likelihood at the final parameters, ICL's
+# classification term, the classification itself, why the fit is not usable), so that a
+# grid's hundreds of fits cost no numpy call each.
+
+#: degenerate codes of :class:`CellFit`
+FIT_USABLE, FIT_EMPTY, FIT_SINGULAR = 0, 1, 2
+
+
+@njit(**_JIT)
+def _classify(Lk, w, s, labels):  # pragma: no cover - compiled
+    """After an E-step (``Lk`` weighted responsibilities, ``s[i] = w_i / Σ_k e_ik``): MAP
+    labels and ICL's ``Σ_i w_i log max_k r_ik``."""
+    K, n = Lk.shape
+    icl = 0.0
+    for i in range(n):
+        best = 0
+        for k in range(1, K):
+            if Lk[k, i] > Lk[best, i]:
+                best = k
+        labels[i] = best
+        if w[i] > 0.0:
+            icl += w[i] * np.log(s[i] / w[i])
+    return icl
+
+
+@njit(**_JIT)
+def _usable(nk, spectrum_min, spectrum_max, reg):  # pragma: no cover - compiled
+    """(code, component) of the first reason a fit is not a usable model, as mclust calls
+    it: a column sum of z below sqrt(eps) (empty), or an eigenvalue ratio at rounding level
+    beyond ``reg`` (singular)."""
+    rteps = np.sqrt(np.finfo(np.float64).eps)
+    for k in range(nk.shape[0]):
+        if nk[k] < rteps:
+            return FIT_EMPTY, k
+    for k in range(nk.shape[0]):
+        if spectrum_min[k] - reg <= 100.0 * np.finfo(np.float64).eps * spectrum_max[k]:
+            return FIT_SINGULAR, k
+    return FIT_USABLE, -1
+
+
+@njit(**_JIT)
+def _end_diag(X, w, wsum, cov, weights, means, reg, labels):  # pragma: no cover - compiled
+    K, d = means.shape
+    n = X.shape[0]
+    P = np.empty((K, d))
+    logdet = np.empty(K)
+    status = _factor_diag(cov, P, logdet)
+    if status != OK:
+        return -np.inf, 0.0, np.zeros(K), FIT_SINGULAR, status
+    const = np.empty(K)
+    for k in range(K):
+        const[k] = np.log(weights[k]) + logdet[k] - 0.5 * d * LOG_2PI
+    Lk = np.empty((K, n))
+    s = np.empty(n)
+    nk, _, _, ll = _estep_cols_diag(np.ascontiguousarray(X.T), w, means, P, const, Lk,
+                                    np.empty(n), s, np.empty(n))
+    icl = _classify(Lk, w, s, labels)
+    lo = np.empty(K)
+    hi = np.empty(K)
+    for k in range(K):
+        lo[k] = cov[k].min()
+        hi[k] = cov[k].max()
+    why, comp = _usable(nk / wsum, lo, hi, reg)
+    return ll, icl, nk, why, comp
+
+
+@njit(**_JIT)
+def _end_full(X, w, wsum, cov, weights, means, reg, labels):  # pragma: no cover - compiled
+    K, d = means.shape
+    n = X.shape[0]
+    P = np.empty((K, d, d))
+    logdet = np.empty(K)
+    status = _factor_full(cov, P, logdet)
+    if status != OK:
+        return -np.inf, 0.0, np.zeros(K), FIT_SINGULAR, status
+    const = np.empty(K)
+    for k in range(K):
+        const[k] = np.log(weights[k]) + logdet[k] - 0.5 * d * LOG_2PI
+    Lk = np.empty((K, n))
+    s = np.empty(n)
+    nk, _, _, ll = _estep_cols_full(np.ascontiguousarray(X.T), w, means, P, const, Lk,
+                                    np.empty(n), s, np.empty(n))
+    icl = _classify(Lk, w, s, labels)
+    lo = np.empty(K)
+    hi = np.empty(K)
+    for k in range(K):
+        e = np.linalg.eigvalsh(cov[k])
+        lo[k] = e[0]
+        hi[k] = e[d - 1]
+    why, comp = _usable(nk / wsum, lo, hi, reg)
+    return ll, icl, nk, why, comp
+
+
+@njit(**_JIT)
+def _cell_diag(X, w, wsum, code, K, labels, weights, means, cov, from_labels, reg, tol, rel_tol,
+               max_iter, inner_tol, inner_max):  # pragma: no cover - compiled
+    n, d = X.shape
+    warm = True
+    if from_labels:
+        centre = np.zeros(d)
+        for i in range(n):
+            for a in range(d):
+                centre[a] += w[i] * X[i, a]
+        shift = np.empty((K, d))
+        for k in range(K):
+            for a in range(d):
+                shift[k, a] = centre[a] / wsum
+        weights, means, cov, _, status = _labels_diag(X, w, labels, shift, code, reg,
+                                                      inner_tol, inner_max)
+        if status != OK:
+            return (weights, means, cov, np.empty(0), 0, False, status, -np.inf, 0.0,
+                    FIT_SINGULAR, status)
+    weights, means, cov, _, lbs, n_iter, converged, status = _fit_diag(
+        X, w, wsum, code, weights, means, cov, reg, tol, max_iter, warm, -np.inf, inner_tol,
+        inner_max, rel_tol)
+    if status != OK:
+        return (weights, means, cov, lbs, n_iter, converged, status, -np.inf, 0.0, FIT_SINGULAR,
+                status)
+    ll, icl, _, why, comp = _end_diag(X, w, wsum, cov, weights, means, reg, labels)
+    return weights, means, cov, lbs, n_iter, converged, status, ll, icl, why, comp
+
+
+@njit(**_JIT)
+def _cell_full(X, w, wsum, code, K, labels, weights, means, cov, from_labels, reg, tol, rel_tol,
+               max_iter, inner_tol, inner_max):  # pragma: no cover - compiled
+    n, d = X.shape
+    warm = True
+    if from_labels:
+        centre = np.zeros(d)
+        for i in range(n):
+            for a in range(d):
+                centre[a] += w[i] * X[i, a]
+        shift = np.empty((K, d))
+        for k in range(K):
+            for a in range(d):
+                shift[k, a] = centre[a] / wsum
+        weights, means, cov, _, status = _labels_full(X, w, labels, shift, code, reg,
+                                                      inner_tol, inner_max)
+        if status != OK:
+            return (weights, means, cov, np.empty(0), 0, False, status, -np.inf, 0.0,
+                    FIT_SINGULAR, status)
+    weights, means, cov, _, lbs, n_iter, converged, status = _fit_full(
+        X, w, wsum, code, weights, means, cov, reg, tol, max_iter, warm, -np.inf, inner_tol,
+        inner_max, rel_tol)
+    if status != OK:
+        return (weights, means, cov, lbs, n_iter, converged, status, -np.inf, 0.0, FIT_SINGULAR,
+                status)
+    ll, icl, _, why, comp = _end_full(X, w, wsum, cov, weights, means, reg, labels)
+    return weights, means, cov, lbs, n_iter, converged, status, ll, icl, why, comp
+
+
+class CellFit(NamedTuple):
+    """Outcome of :func:`fit_cell`.
+
+    Attributes
+    ----------
+    weights, means, covariances : ndarray
+        Parameters at the end (covariances in the model's storage).
+    lower_bounds : ndarray of shape (n_iter,)
+        Mean log-likelihood of every EM iteration's E-step.
+    n_iter : int
+    converged : bool
+    status : int
+        As :attr:`SmallFit.status` (:data:`OK` or why EM stopped on an error).
+    log_likelihood : float
+        Total weighted log-likelihood at the final parameters (-inf on an error).
+    icl_term : float
+        ``Σ_i w_i log max_k r_ik`` at the final parameters.
+    labels : ndarray of shape (n_samples,)
+        The final MAP classification.
+    degenerate : int
+        :data:`FIT_USABLE`, :data:`FIT_EMPTY` or :data:`FIT_SINGULAR` (mclust's NA).
+    component : int
+        The component ``degenerate`` or ``status`` is about (-1 when usable).
+    """
+
+    weights: NDArray
+    means: NDArray
+    covariances: NDArray
+    lower_bounds: NDArray
+    n_iter: int
+    converged: bool
+    status: int
+    log_likelihood: float
+    icl_term: float
+    labels: NDArray
+    degenerate: int
+    component: int
+
+    def params(self, model_name: str) -> MixtureParams:
+        """The fitted parameters (refactorised from the covariances)."""
+        from gaussmix._covariance import get_model
+
+        return MixtureParams.from_covariances(
+            self.weights, self.means, self.covariances, get_model(model_name)
+        )
+
+
+def fit_cell(
+    X: NDArray,
+    w: NDArray,
+    model_name: str,
+    n_components: int,
+    *,
+    labels: NDArray | None = None,
+    start: tuple[NDArray, NDArray, NDArray] | None = None,
+    reg_covar: float,
+    tol: float,
+    rel_tol: float,
+    max_iter: int,
+    inner_max_iter: int = INNER_MAX_ITER,
+    inner_tol: float = INNER_TOL,
+) -> CellFit:
+    """One grid cell: a start, EM to convergence, and the end as model selection needs it.
+
+    The start is either the M-step of a partition ``labels`` (as :func:`start_from_labels`)
+    or parameters ``start = (weights, means, covariances)`` in the model's storage; EM is
+    :func:`fit_small`'s, stopped when the mean log-likelihood changes by less than
+    ``tol + rel_tol (1/Σw + |mean|)`` (``rel_tol`` alone is mclust's relative test on the
+    total); then one more E-step gives the log-likelihood, ICL's classification term and the
+    MAP labels at the final parameters, and the fit is checked for mclust's NA conditions.
+    One compiled call that releases the GIL; errors come back as ``status``.
+
+    Parameters
+    ----------
+    X : ndarray of shape (n_samples, n_features)
+        Checked, finite, C-contiguous float64 data.
+    w : ndarray of shape (n_samples,)
+        Row weights (ones for none).
+    model_name : str
+        One of mclust's 14 names.
+    n_components : int
+    labels, start : see above (exactly one).
+    reg_covar, tol, rel_tol : float
+    max_iter : int
+    inner_max_iter : int, default=INNER_MAX_ITER
+        Cap on the inner iterations of an iterative M-step (VEI, VEE, VEV, EVE, VVE): each
+        warm-started inner iteration raises the M-step's objective, so a capped M-step is a
+        generalised EM step, and the cap bounds what a nearly singular component costs.
+    inner_tol : float, default=INNER_TOL
+        Relative tolerance of those inner iterations (mclust's ``tol[2]`` is sqrt(eps)).
+
+    Returns
+    -------
+    fit : CellFit
+    """
+    code = _model_code(model_name)
+    n, d = X.shape
+    K = int(n_components)
+    diagonal = code < _N_DIAGONAL
+    out_labels = np.zeros(n, dtype=np.intp)
+    if labels is not None:
+        out_labels[:] = labels
+        weights = np.empty(K)
+        means = np.empty((K, d))
+        cov = np.empty((K, d) if diagonal else (K, d, d))
+    else:
+        weights, means, cov = (np.array(a, dtype=np.float64, order="C") for a in start)
+    kernel = _cell_diag if diagonal else _cell_full
+    out = kernel(X, w, float(w.sum()), code, K, out_labels, weights, means, cov,
+                 labels is not None, float(reg_covar), float(tol), float(rel_tol),
+                 int(max_iter), float(inner_tol), int(inner_max_iter))  # fmt: skip
+    weights, means, cov, lbs, n_iter, converged, status, ll, icl, why, comp = out
+    return CellFit(weights, means, cov, lbs, int(n_iter), bool(converged), int(status),
+                   float(ll), float(icl), out_labels, int(why), int(comp))  # fmt: skip
+
+
 def _drop_stale_cache() -> None:
     """Forget this file's compiled cache when gaussmix._mm_kernel is newer than it.
 
@@ -1234,9 +1507,11 @@ def _drop_stale_cache() -> None:
     numba without these attributes, or a read-only cache, leaves the cache as it is.
     """
     from gaussmix import _mm_kernel
+    from gaussmix.backends import _cpu_kernels
 
     try:
-        kernel = os.stat(_mm_kernel.__file__).st_mtime
+        # the MM loop and the inlined exp/log are compiled into this file's functions
+        kernel = max(os.stat(m.__file__).st_mtime for m in (_mm_kernel, _cpu_kernels))
         for obj in list(globals().values()):
             cache_file = getattr(getattr(obj, "_cache", None), "_cache_file", None)
             index = getattr(cache_file, "_index_path", None)

@@ -35,6 +35,7 @@ from numpy.typing import ArrayLike, NDArray
 from sklearn.utils.validation import _get_feature_names
 
 from gaussmix._covariance import COVARIANCE_MODELS, MCLUST_MODELS, CollapsedComponentError
+from gaussmix._grid import LABEL_STARTS, fit_grid, same_partition
 from gaussmix.estimator import GaussianMixture
 
 __all__ = [
@@ -697,36 +698,37 @@ def select(
     params = {"random_state": random_state, "tol": 1e-5, "max_iter": 1000, **params,
               "starts": starts}  # fmt: skip
     cross = bool(params.pop("cross_starts", True))
-    hc = _hc_partitions(X, w, ks, starts, hc_model, hc_use, random_state)
     cells = [(k, t) for t in types for k in ks]
-    jobs = _resolve_jobs(n_jobs, len(cells))
     results: dict[tuple[int, str], tuple[SelectionRow, GaussianMixture | None]] = {}
-    if jobs == 1 and callback is None and n <= _SMALL_ROWS:
-        # small data: each fit is one single-threaded compiled call that releases the GIL,
-        # so the cells themselves are the level of parallelism (threads, no processes)
-        from concurrent.futures import ThreadPoolExecutor, as_completed
-
-        with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-            futures = {pool.submit(_fit_cell, X, k, t, params, None, None, hc.get(k), w): (k, t)
-                       for k, t in sorted(cells, key=lambda c: -c[0])}  # fmt: skip
-            for done, future in enumerate(as_completed(futures), start=1):
-                results[futures[future]] = future.result()
-                if on_cell is not None:
-                    on_cell(results[futures[future]][0], done, len(cells))
-    elif jobs == 1:
-        for done, (k, t) in enumerate(cells, start=1):
-            results[(k, t)] = _fit_cell(X, k, t, params, None, callback, hc.get(k), w)
+    # mclust's models from partitions: the compiled batch of gaussmix._grid; the rest (the
+    # scikit-learn names, other starts, a per-iteration callback) cell by cell below
+    batch = [t for t in types if t in MCLUST_MODELS]
+    if callback is not None or not set(starts) <= LABEL_STARTS:
+        batch = []
+    if batch:
+        grid = fit_grid(
+            X, w, ks, batch, starts=starts, n_init=int(params.get("n_init", 1)),
+            seed=random_state,
+            hc_partitions=lambda rows, rw: _hc_partitions(rows, rw, ks, starts, hc_model,
+                                                          hc_use, random_state),
+            reg_covar=float(params.get("reg_covar", 1e-6)), tol=0.0,
+            rel_tol=float(params["tol"]), max_iter=int(params["max_iter"]),
+            threads=None if n_jobs is None else _resolve_jobs(n_jobs, len(cells)),
+            cross=cross,
+        )  # fmt: skip
+        n_eff = float(n if w is None else w.sum())
+        opts = {k: v for k, v in params.items() if k not in ("starts", "n_init")}
+        for done, (key, cell) in enumerate(grid.items(), start=1):
+            results[key] = _grid_row(cell, n_eff, opts, X.dtype)
             if on_cell is not None:
-                on_cell(results[(k, t)][0], done, len(cells))
+                on_cell(results[key][0], done, len(cells))
+        done_before = len(grid)
+        cells_left = [c for c in cells if c[1] not in batch]
     else:
-        # biggest cells first, so a long one does not start last and run alone
-        order = sorted(cells, key=lambda c: -c[0])
-        for done, (row, est) in enumerate(_run_pool(X, order, params, jobs, hc, w), start=1):
-            results[(row.n_components, row.covariance_type)] = (row, est)
-            if on_cell is not None:
-                on_cell(row, done, len(cells))
-    if cross:
-        _cross_starts(X, w, ks, types, params, results, callback)
+        done_before, cells_left = 0, cells
+    if cells_left:
+        _fit_cells(X, w, ks, cells_left, params, n_jobs, callback, on_cell, hc_model, hc_use,
+                   random_state, cross, results, done_before, len(cells))
     rows = [results[c][0] for c in cells]
     models = {c: results[c][1] for c in cells if results[c][1] is not None}
     if names is not None:
@@ -739,6 +741,67 @@ def select(
     finite = [i for i in range(len(rows)) if np.isfinite(scores[i])]
     best = min(finite, key=lambda i: (scores[i], rows[i].n_parameters, i))
     return SelectionResult(rows, criterion, best, models, n)
+
+
+def _grid_row(cell, n_eff: float, opts: dict[str, Any], dtype):
+    """A :class:`SelectionRow` and fitted model from a :class:`gaussmix._grid.Cell`."""
+    from gaussmix._em import EMResult
+
+    K, name, n_par = cell.n_components, cell.model, cell.n_parameters
+    if cell.fit is None:
+        return _failed(K, name, cell.reason, n_par), None
+    fit = cell.fit
+    log_likelihood = fit.log_likelihood
+    bic = -2.0 * log_likelihood + n_par * np.log(n_eff)
+    bounds = [float(v) for v in fit.lower_bounds]
+    result = EMResult(params=fit.params(name), lower_bound=bounds[-1] if bounds else -np.inf,
+                      lower_bounds=bounds, n_iter=fit.n_iter, converged=fit.converged)  # fmt: skip
+    row = SelectionRow(
+        n_components=K,
+        covariance_type=name,
+        bic=float(bic),
+        aic=float(-2.0 * log_likelihood + 2.0 * n_par),
+        icl=float(bic - 2.0 * fit.icl_term),
+        log_likelihood=float(log_likelihood),
+        n_parameters=int(n_par),
+        n_iter=int(fit.n_iter),
+        converged=bool(fit.converged),
+    )
+    return row, _estimator(result, K, name, opts, dtype)
+
+
+def _fit_cells(X, w, ks, cells, params, n_jobs, callback, on_cell, hc_model, hc_use,
+               random_state, cross, results, done_before, total) -> None:
+    """The cells the compiled batch does not take, one fit per start each."""
+    n = X.shape[0]
+    starts = params["starts"]
+    types = list(dict.fromkeys(t for _, t in cells))
+    hc = _hc_partitions(X, w, ks, starts, hc_model, hc_use, random_state)
+    jobs = _resolve_jobs(n_jobs, len(cells))
+    on_cell = (lambda row, done, _: None) if on_cell is None else on_cell
+    if jobs == 1 and callback is None and n <= _SMALL_ROWS:
+        # small data: each fit is one single-threaded compiled call that releases the GIL,
+        # so the cells themselves are the level of parallelism (threads, no processes)
+        from concurrent.futures import ThreadPoolExecutor, as_completed
+
+        with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+            futures = {pool.submit(_fit_cell, X, k, t, params, None, None, hc.get(k), w): (k, t)
+                       for k, t in sorted(cells, key=lambda c: -c[0])}  # fmt: skip
+            for done, future in enumerate(as_completed(futures), start=1):
+                results[futures[future]] = future.result()
+                on_cell(results[futures[future]][0], done_before + done, total)
+    elif jobs == 1:
+        for done, (k, t) in enumerate(cells, start=1):
+            results[(k, t)] = _fit_cell(X, k, t, params, None, callback, hc.get(k), w)
+            on_cell(results[(k, t)][0], done_before + done, total)
+    else:
+        # biggest cells first, so a long one does not start last and run alone
+        order = sorted(cells, key=lambda c: -c[0])
+        for done, (row, est) in enumerate(_run_pool(X, order, params, jobs, hc, w), start=1):
+            results[(row.n_components, row.covariance_type)] = (row, est)
+            on_cell(row, done_before + done, total)
+    if cross:
+        _cross_starts(X, w, ks, types, params, results, callback)
 
 
 def _cross_starts(X, w, ks, types, params, results, callback) -> None:
@@ -761,11 +824,11 @@ def _cross_starts(X, w, ks, types, params, results, callback) -> None:
         seeds: list[NDArray] = []
         for _, source in fitted[:_CROSS_SOURCES]:
             labels = own[source]
-            if np.unique(labels).size == k and not any(_same_partition(labels, s) for s in seeds):
+            if np.unique(labels).size == k and not any(same_partition(labels, s) for s in seeds):
                 seeds.append(labels)
         for labels in seeds:
             for t in types:
-                if t in own and _same_partition(labels, own[t]):
+                if t in own and same_partition(labels, own[t]):
                     continue
                 tasks.append((k, t, labels))
     cell = {**params, "starts": ("hc",)}
@@ -785,12 +848,6 @@ def _cross_starts(X, w, ks, types, params, results, callback) -> None:
         old = results[(k, t)][0]
         if est is not None and not (row.bic >= old.bic):
             results[(k, t)] = (row, est)
-
-
-def _same_partition(a: NDArray, b: NDArray) -> bool:
-    """Whether two labellings are the same partition (up to renaming the groups)."""
-    pairs = np.unique(np.stack([a, b]), axis=1)
-    return pairs.shape[1] == np.unique(a).size == np.unique(b).size
 
 
 def _grid_types(covariance_types: Sequence[str] | str) -> list[str]:

@@ -1,0 +1,297 @@
+"""mclust's grid of models × K, fitted as a batch of compiled cell fits.
+
+Every cell of the grid starts from partitions of the rows: the hierarchical clustering's cut
+at its K, k-means++ seedings (the rows nearest each seed: what scikit-learn's k-means++ start
+becomes after its first E-step) and, once every cell has a fit, the classifications of the
+best few models of the same K (a constrained model often misses an optimum that another model
+of its K found). Each (cell, partition) pair is one call of :func:`gaussmix._small.fit_cell`:
+start, EM and the end (log-likelihood, ICL's term, the classification, mclust's NA tests)
+without a numpy call, so the hundreds of fits of a grid on a few hundred rows cost their
+arithmetic, and the calls run in threads (they release the GIL).
+
+Large data: the search above runs on a uniform subsample of :data:`SEARCH_ROWS` rows, and each
+cell's best fit there is refined by EM on all rows from its parameters (one fit per cell,
+which from a start that close converges in a few iterations). mclust itself fits every cell
+once on all rows, from a tree built on a 2000-row subset.
+
+Maths and scheduling only: no estimator, no I/O (``gaussmix.selection`` builds the table).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+from gaussmix._covariance import get_model
+from gaussmix._small import FIT_EMPTY, FIT_USABLE, NON_FINITE, OK, CellFit, fit_cell
+
+__all__ = ["LABEL_STARTS", "SEARCH_ROWS", "Cell", "fit_grid", "same_partition"]
+
+#: starts the grid can express as partitions of the rows
+LABEL_STARTS = frozenset({"hc", "k-means++", "kmeans"})
+#: rows of the subsample the starts are searched on (all rows up to this many)
+SEARCH_ROWS = 2000
+# the best few classifications of each K restart that K's other cells
+CROSS_SOURCES = 3
+# inner iterations per M-step of the iterative models (generalised EM): uncapped, a nearly
+# singular VVE/EVE component took the MM loop's 300 steps in every EM iteration (1.5 s for
+# one banknote fit); with 30 every mclust cell of the six fixture data sets is still reached
+INNER_MAX_ITER = 30
+# and their relative tolerance: mclust's (emControl's tol[2], sqrt(eps))
+INNER_TOL = float(np.sqrt(np.finfo(np.float64).eps))
+
+
+@dataclass
+class Cell:
+    """The outcome of one grid cell: its best usable fit, or why it has none."""
+
+    n_components: int
+    model: str
+    n_parameters: int
+    fit: CellFit | None = None
+    reason: str | None = None
+
+
+def same_partition(a: NDArray, b: NDArray) -> bool:
+    """Whether two labellings are the same partition (up to renaming the groups)."""
+    a = np.asarray(a, dtype=np.intp)
+    b = np.asarray(b, dtype=np.intp)
+    if a.shape != b.shape:
+        return False
+    if a.size == 0:
+        return True
+    ka, kb = int(a.max()) + 1, int(b.max()) + 1
+    used = lambda v, m: int(np.count_nonzero(np.bincount(v, minlength=m)))  # noqa: E731
+    # the same partition iff every group of one meets exactly one group of the other
+    return used(a * kb + b, ka * kb) == used(a, ka) == used(b, kb)
+
+
+def _nearest(X: NDArray, centres: NDArray) -> NDArray:
+    d2 = (
+        np.einsum("ij,ij->i", X, X)[:, None]
+        - 2.0 * X @ centres.T
+        + np.einsum("ij,ij->i", centres, centres)[None, :]
+    )
+    return np.argmin(d2, axis=1)
+
+
+def label_starts(
+    X: NDArray,
+    w: NDArray | None,
+    ks: Sequence[int],
+    starts: Sequence[str],
+    n_init: int,
+    seed,
+    hc: dict[int, NDArray],
+) -> dict[int, list[NDArray]]:
+    """The distinct starting partitions of every K (the hc cut first).
+
+    Each K draws its seedings from its own ``RandomState(seed)``, in the order of
+    ``starts`` repeated ``n_init`` times, so every model of a K starts from the same ones.
+    """
+    from gaussmix._init import kmeans, kmeans_plusplus
+
+    out: dict[int, list[NDArray]] = {}
+    for k in ks:
+        sets: list[NDArray] = []
+        if "hc" in starts and k in hc:
+            sets.append(np.asarray(hc[k], dtype=np.intp))
+        rng = np.random.RandomState(seed)
+        for _ in range(max(int(n_init), 1)):
+            for start in starts:
+                if start == "k-means++":
+                    _, idx = kmeans_plusplus(X, k, sample_weight=w, random_state=rng)
+                    labels = _nearest(X, X[idx])
+                elif start == "kmeans":
+                    labels, _ = kmeans(X, k, sample_weight=w, random_state=rng)
+                else:
+                    continue
+                labels = np.asarray(labels, dtype=np.intp)
+                if not any(same_partition(labels, s) for s in sets):
+                    sets.append(labels)
+        out[k] = sets
+    return out
+
+
+def _cost(task) -> float:
+    k, model = task[0], task[1]
+    # EVE/VVE's inner MM loop makes their iterations the dearest
+    return k * (4.0 if model in ("EVE", "VVE") else 1.0)
+
+
+def _reason(fit: CellFit, reg_covar: float) -> str:
+    if fit.status == NON_FINITE:
+        return "the log-likelihood became non-finite"
+    if fit.status != OK:
+        return f"component {fit.component} has a singular covariance (reg_covar={reg_covar:g})"
+    if fit.degenerate == FIT_EMPTY:
+        return f"component {fit.component} is empty (mixing proportion below threshold)"
+    return f"component {fit.component} has a singular covariance (held up only by reg_covar)"
+
+
+def _usable(fit: CellFit) -> bool:
+    return fit.status == OK and fit.degenerate == FIT_USABLE and np.isfinite(fit.log_likelihood)
+
+
+def fit_grid(
+    X: NDArray,
+    w: NDArray | None,
+    ks: Sequence[int],
+    models: Sequence[str],
+    *,
+    starts: Sequence[str],
+    n_init: int,
+    seed,
+    hc_partitions: Callable[[NDArray, NDArray | None], dict[int, NDArray]],
+    reg_covar: float,
+    tol: float,
+    rel_tol: float,
+    max_iter: int,
+    threads: int | None = None,
+    cross: bool = True,
+    on_cell: Callable[[Cell, int, int], None] | None = None,
+) -> dict[tuple[int, str], Cell]:
+    """Fit every (K, model) cell of mclust's models and keep each cell's best usable fit.
+
+    Parameters
+    ----------
+    X : ndarray of shape (n_samples, n_features)
+        Finite float64 data.
+    w : ndarray of shape (n_samples,) or None
+        Row weights.
+    ks, models : sequences
+        The grid (models: mclust's names).
+    starts, n_init, seed :
+        Starting partitions (see :func:`label_starts`).
+    hc_partitions : callable
+        ``hc_partitions(rows, weights) -> {K: labels}`` for the rows the search runs on.
+    reg_covar, tol, rel_tol, max_iter :
+        EM settings (see :func:`gaussmix._small.fit_cell`).
+    threads : int, optional
+        Threads running fits (default: the cores).
+    cross : bool, default=True
+        Restart each K's cells from its best few classifications.
+    on_cell : callable, optional
+        ``on_cell(cell, done, total)`` as cells get their final fit.
+
+    Returns
+    -------
+    cells : dict
+        ``(K, model) -> Cell``.
+    """
+    n, d = X.shape
+    threads = max(1, int(threads or os.cpu_count() or 1))
+    weights = np.ones(n) if w is None else np.ascontiguousarray(w, dtype=np.float64)
+    cells: dict[tuple[int, str], Cell] = {}
+    for model in models:
+        for k in ks:
+            n_par = get_model(model).n_parameters(k, d) + k * d + k - 1
+            cell = Cell(k, model, n_par)
+            if n_par > n * d:
+                cell.reason = f"more free parameters ({n_par}) than data values ({n * d})"
+            cells[(k, model)] = cell
+    open_cells = [c for c in cells.values() if c.reason is None]
+
+    # the search: on all rows, or on a uniform subsample of large data
+    if n > SEARCH_ROWS:
+        rng = np.random.RandomState(seed)
+        keep = np.sort(rng.choice(n, SEARCH_ROWS, replace=False))
+        Xs, ws = np.ascontiguousarray(X[keep]), weights[keep]
+    else:
+        Xs, ws = X, weights
+    ws_or_none = None if w is None else ws
+    hc = hc_partitions(Xs, ws_or_none)
+    sets = label_starts(Xs, ws_or_none, ks, starts, n_init, seed, hc)
+    fits: dict[tuple[int, str], list[CellFit]] = {(c.n_components, c.model): [] for c in cells.values()}
+    reasons: dict[tuple[int, str], list[str]] = {key: [] for key in fits}
+
+    def run(task):
+        k, model, labels, start, data, dw = task
+        return task, fit_cell(data, dw, model, k, labels=labels, start=start,
+                              reg_covar=reg_covar, tol=tol, rel_tol=rel_tol,
+                              max_iter=max_iter, inner_max_iter=INNER_MAX_ITER,
+                              inner_tol=INNER_TOL)  # fmt: skip
+
+    def execute(tasks):
+        tasks = sorted(tasks, key=_cost, reverse=True)
+        if threads == 1 or len(tasks) <= 1:
+            return [run(t) for t in tasks]
+        with ThreadPoolExecutor(max_workers=threads) as pool:
+            return list(pool.map(run, tasks))
+
+    def keep_best(outcomes):
+        for (k, model, *_), fit in outcomes:
+            if _usable(fit):
+                fits[(k, model)].append(fit)
+            else:
+                reasons[(k, model)].append(_reason(fit, reg_covar))
+
+    tasks = [(c.n_components, c.model, labels, None, Xs, ws)
+             for c in open_cells for labels in sets.get(c.n_components, [])]  # fmt: skip
+    keep_best(execute(tasks))
+    best = {key: max(v, key=lambda f: f.log_likelihood) for key, v in fits.items() if v}
+
+    if cross:
+        tasks = []
+        for k in ks:
+            ranked = sorted(
+                (m for m in models if (k, m) in best),
+                # BIC on the search rows
+                key=lambda m: cells[(k, m)].n_parameters * np.log(ws.sum())
+                - 2.0 * best[(k, m)].log_likelihood,
+            )
+            if k == 1 or not ranked:
+                continue
+            seeds: list[NDArray] = []
+            for source in ranked[:CROSS_SOURCES]:
+                labels = best[(k, source)].labels
+                if np.unique(labels[ws > 0]).size == k and not any(
+                    same_partition(labels, s) for s in seeds
+                ):
+                    seeds.append(labels)
+            for labels in seeds:
+                for c in open_cells:
+                    if c.n_components != k:
+                        continue
+                    own = best.get((k, c.model))
+                    if own is not None and same_partition(labels, own.labels):
+                        continue
+                    tasks.append((k, c.model, labels.copy(), None, Xs, ws))
+        keep_best(execute(tasks))
+        best = {key: max(v, key=lambda f: f.log_likelihood) for key, v in fits.items() if v}
+
+    if Xs is not X:
+        # refine each cell's best search fits on all rows (the next one if a fit fails there)
+        ranked_fits = {key: sorted(v, key=lambda f: -f.log_likelihood) for key, v in fits.items()}
+        fits = {key: [] for key in fits}
+        pending = {key: v[:2] for key, v in ranked_fits.items() if v}
+        for round_ in range(2):
+            tasks = [(key[0], key[1], None, (f[round_].weights, f[round_].means,
+                                              f[round_].covariances), X, weights)
+                     for key, f in pending.items()
+                     if len(f) > round_ and not fits[key]]  # fmt: skip
+            if not tasks:
+                break
+            for (k, model, *_), fit in execute(tasks):
+                if _usable(fit):
+                    fits[(k, model)].append(fit)
+                else:
+                    reasons[(k, model)].append(_reason(fit, reg_covar))
+        best = {key: v[0] for key, v in fits.items() if v}
+
+    done = 0
+    for key, cell in cells.items():
+        if cell.reason is None:
+            if key in best:
+                cell.fit = best[key]
+            else:
+                cell.reason = reasons[key][0] if reasons[key] else "no start could be fitted"
+        done += 1
+        if on_cell is not None:
+            on_cell(cell, done, len(cells))
+    return cells
