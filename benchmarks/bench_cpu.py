@@ -503,6 +503,102 @@ def _print_header(info: dict, roof: dict, args) -> None:
     print()
 
 
+def _pct(v: float, limit: float) -> str:
+    return f"{v:.1f} ({v / limit:.0%})" if limit and np.isfinite(limit) else f"{v:.1f}"
+
+
+def _ms(v: float) -> str:
+    return f"{v:.3g}" if v < 100 else f"{v:.0f}"
+
+
+def markdown(res: dict) -> str:
+    """The README's tables from the JSON of one run (``--json``), so that they are regenerated,
+    not retyped."""
+    lim = res["limits_start"]
+    info = res["machine"]
+    f32 = {r["workload"]: r for r in res.get("float32", [])}
+    out = [
+        f"Run: {info['cpu']}, {info['usable_cpus']} usable CPUs; numpy {info['numpy']}, "
+        f"scikit-learn {info['scikit-learn']}, numba {info['numba']}; gaussmix threads "
+        f"{info['gaussmix_threads']}; "
+        + "; ".join(
+            f"{p['internal_api']} {p['version']} ({p['architecture']}, {p['num_threads']} "
+            "threads)"
+            for p in info["thread_pools"]
+        )
+        + f". Load (1-min average) {info['load_average_start'][0]:.2f} at the start, "
+        f"{info.get('load_average_end', [float('nan')])[0]:.2f} at the end; dgemm "
+        f"{lim['dgemm_gflops']:.0f} GFLOP/s, sgemm {lim['sgemm_gflops']:.0f} GFLOP/s, copy "
+        f"{lim['copy_gbs']:.1f} GB/s at the start (at the end: "
+        f"{res['limits_end']['dgemm_gflops']:.0f}, {res['limits_end']['sgemm_gflops']:.0f}, "
+        f"{res['limits_end']['copy_gbs']:.1f}).",
+        "",
+        "| workload | N × d, K | model | scikit-learn ms/it | gaussmix ms/it | speedup "
+        "| GFLOP/s (% of dgemm) | GB/s (% of copy) | gaussmix float32 ms/it "
+        "| float32 vs scikit-learn float64 |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in res["em"]:
+        if r["cov"] in MCLUST_MODELS:
+            continue
+        g = f32.get(r["workload"])
+        # a time that did not grow with the iterations is an upper bound (t(b) / b)
+        bound = "≈ " if r["upper_bound"] else ""
+        f32_cols = (
+            f"{_ms(g['gaussmix32_ms'])} | {r['sklearn_ms'] / g['gaussmix32_ms']:.1f}×"
+            if g
+            else " | "
+        )
+        out.append(
+            f"| {r['workload'].split('-')[0]} | {r['n']} × {r['d']}, {r['k']} | {r['cov']} "
+            f"| {_ms(r['sklearn_ms'])} | {_ms(r['gaussmix_ms'])} | {bound}{r['speedup']:.1f}× "
+            f"| {_pct(r['gflops'], lim['dgemm_gflops'])} | {_pct(r['gbs'], lim['copy_gbs'])} "
+            f"| {f32_cols} |"
+        )
+    head = [r["speedup"] for r in res["em"] if r["headline"]]
+    if head:
+        out.append("")
+        out.append(
+            f"W1–W5 (full, and diag on W2/W4): median {statistics.median(head):.1f}×, "
+            f"min {min(head):.1f}×."
+        )
+    if f32:
+        ratios = [r["sklearn64_ms"] / r["gaussmix32_ms"] for r in f32.values()]
+        out.append(
+            f"float32 against scikit-learn float64: median {statistics.median(ratios):.1f}× "
+            f"over {len(ratios)} rows; largest difference from our float64 fit "
+            f"{max(r['max_rel_diff_vs_f64'] for r in f32.values()):.1e} (relative)."
+        )
+    if res.get("predict"):
+        out += [
+            "",
+            "| workload | predict_proba scikit-learn / gaussmix ms | speedup "
+            "| score_samples scikit-learn / gaussmix ms | speedup |",
+            "|---|---:|---:|---:|---:|",
+        ]
+        for p in res["predict"]:
+            cells = []
+            for op in ("predict_proba", "score_samples"):
+                sk, gm = p[f"sklearn_{op}_ms"], p[f"gaussmix_{op}_ms"]
+                cells.append(f"{_ms(sk)} / {_ms(gm)} | {sk / gm:.1f}×")
+            out.append(f"| {p['workload']} | {' | '.join(cells)} |")
+    models = [r for r in res["em"] if r["cov"] in MCLUST_MODELS]
+    if models:
+        out += [
+            "",
+            "| shape | model | scikit-learn peer | scikit-learn ms/it | gaussmix ms/it "
+            "| speedup | GFLOP/s (% of dgemm) |",
+            "|---|---|---|---:|---:|---:|---:|",
+        ]
+        for r in models:
+            out.append(
+                f"| {r['workload'].split('-')[0]} | {r['cov']} | {r['peer']} "
+                f"| {_ms(r['sklearn_ms'])} | {_ms(r['gaussmix_ms'])} | {r['speedup']:.1f}× "
+                f"| {_pct(r['gflops'], lim['dgemm_gflops'])} |"
+            )
+    return "\n".join(out)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="N/100, in one process (smoke test)")
@@ -514,11 +610,18 @@ def main(argv=None) -> int:
         "--sklearn-float32", action="store_true", help="also time scikit-learn on float32 data"
     )
     parser.add_argument("--json", default="", help="also write every number to this file")
+    parser.add_argument(
+        "--markdown", default="", help="print the README tables of a --json file and exit"
+    )
     parser.add_argument("--child", default="", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
     if args.child:
         print("RESULT " + json.dumps(child_main(json.loads(args.child))))
+        return 0
+    if args.markdown:
+        with open(args.markdown) as f:
+            print(markdown(json.load(f)))
         return 0
 
     info = machine_info()
