@@ -59,7 +59,7 @@ def _check_weights(weights: ArrayLike, n_components: int, name: str) -> NDArray:
     return w / w.sum()
 
 
-def _may_overflow(params: MixtureParams, X: NDArray) -> bool:
+def _may_overflow(params: MixtureParams, X: NDArray, largest: float | None = None) -> bool:
     """Whether a squared Mahalanobis distance of some row might overflow ``X.dtype``.
 
     ``(x - μ)ᵀ P Pᵀ (x - μ) <= (‖x - μ‖ ‖P‖)²`` with ``‖x - μ‖ <= √d (max|x| + max|μ|)`` and
@@ -69,7 +69,9 @@ def _may_overflow(params: MixtureParams, X: NDArray) -> bool:
     if X.size == 0:
         return False
     d = X.shape[1]
-    reach = max(float(np.max(X)), -float(np.min(X))) + float(np.max(np.abs(params.means)))
+    if largest is None:  # max |x|, unless the caller has it
+        largest = max(float(np.max(X)), -float(np.min(X)))
+    reach = largest + float(np.max(np.abs(params.means)))
     # Python floats: inf on overflow, no warning
     bound = math.sqrt(d) * reach * d * float(np.max(np.abs(params.precisions_cholesky)))
     return not bound < math.sqrt(float(np.finfo(X.dtype).max) / 16)
@@ -675,10 +677,11 @@ class GaussianMixture(DistributionMixin, DensityMixin, BaseEstimator):
         # the cpu engine's compiled row kernels where it runs fits; they decline (None) inputs
         # the numpy code of _mixture handles better, which stays the reference
         params = self._fitted_params()
-        if X.size and np.isnan(np.min(X)):
+        lo, hi = engine_module("cpu").extremes(X)  # one pass for both checks below
+        if np.isnan(lo):
             # missing values: the numpy maths marginalise them (gaussmix._missing)
             return getattr(_mixture, op)(params, X)
-        if _may_overflow(params, X):
+        if _may_overflow(params, X, max(hi, -lo)):
             # the compiled kernels use fast-math (inf -> NaN): rows this far from the model
             # take the numpy code, and rows it cannot represent are refused, on every path;
             # a single component's distance may overflow (its probability is then 0)

@@ -405,3 +405,26 @@ def test_benchmark_quick_mode_runs():
     )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert "W4" in out.stdout and "speedup" in out.stdout
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("n", [MIN_ROWS - 1, 70_000])
+def test_extremes_equal_numpy(dtype, n):
+    # the one-pass check before predictions: min and max as numpy's, NaN anywhere seen
+    rng = np.random.default_rng(23)
+    X = (rng.normal(size=(n, 5)) * 1e3).astype(dtype)
+    X[n // 3, 2] = -7e5
+    X[-1, -1] = 9e5
+    assert cpu_module.extremes(X) == (float(X.min()), float(X.max()))
+    assert cpu_module.extremes(X, n_threads=1) == (float(X.min()), float(X.max()))
+    for where in [(0, 0), (n // 2, 3), (n - 1, 4)]:
+        Y = X.copy()
+        Y[where] = np.nan
+        lo, hi = cpu_module.extremes(Y)
+        assert np.isnan(lo) and np.isnan(hi), where
+    Y = X.copy()
+    Y[5, 1] = -np.inf
+    assert cpu_module.extremes(Y)[0] == -np.inf
+    assert cpu_module.extremes(np.empty((0, 3))) == (0.0, 0.0)
+    # a non-contiguous view takes numpy's path, with the same answer
+    assert cpu_module.extremes(X[:, ::2]) == (float(X[:, ::2].min()), float(X[:, ::2].max()))

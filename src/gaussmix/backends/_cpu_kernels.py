@@ -31,6 +31,7 @@ __all__ = [
     "EXP_CUT",
     "estep_groups",
     "exp_nonpos",
+    "extremes_groups",
     "f64_bits",
     "log_ge1",
     "resp_from_projection",
@@ -954,3 +955,27 @@ def resp_from_log_joint(L, w, weighted, offset, cut, R, lognorm):
         scale = dt(wr) / tot
         for k in range(K):
             R[r, k] *= scale
+
+
+@nb.njit(**_JIT)
+def extremes_groups(x, group_size, first, stop, out):
+    """``out[g] = (min, max, NaN count)`` of the groups ``[first, stop)`` of the flat array
+    ``x`` (min and max are meaningless where the count is not 0).
+
+    One pass instead of numpy's ``min`` and ``max`` (and a NaN test): the checks before a
+    prediction read ``X`` once.
+    """
+    n = x.shape[0]
+    dt = x.dtype.type
+    for g in range(first, min(stop, out.shape[0])):
+        lo = dt(np.inf)
+        hi = dt(-np.inf)
+        bad = dt(0.0)
+        for j in range(g * group_size, min(n, (g + 1) * group_size)):
+            v = x[j]
+            bad += dt(1.0) if v != v else dt(0.0)
+            lo = _fmin(lo, v)
+            hi = _fmax(hi, v)
+        out[g, 0] = lo
+        out[g, 1] = hi
+        out[g, 2] = bad
