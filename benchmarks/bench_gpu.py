@@ -366,7 +366,7 @@ def _sweep_grid(d: int, K: int) -> tuple[list[dict], list[dict], list[int]]:
         if block * k_pad > 16384:  # the (rows, K_PAD) tile would spill
             continue
         for warps in (4, 8):
-            resp.append(dict(block_resp=block, warps_resp=warps, online=int(k_pad >= 64)))
+            resp.append(dict(block_resp=block, warps_resp=warps))
     stats = []
     for block in (32, 64, 128) if dot else (16, 32, 64, 128):
         for warps in (4, 8) if dot else (2, 4):
@@ -639,6 +639,18 @@ def main(argv: list[str] | None = None) -> int:
                 f"{TUNING['current'] or 'defaults'}"
             )
         info["tuning_used"] = TUNING["current"]
+        if triton_ok:
+            try:
+                from gaussmix.backends import _triton
+
+                used = _triton.parse_tuning(TUNING["current"])
+                info["compiled_resources"] = {
+                    q: _triton.compiled_resources(w.d, w.K, tuning=used, precision=q)
+                    for q in precisions
+                }
+                print("  registers/stack per thread:", _brief(info["compiled_resources"]))
+            except Exception as exc:  # a developer's aid: never stops the benchmark
+                info["compiled_resources"] = f"{type(exc).__name__}: {exc}"[:300]
         try:
             info["e_step_agreement"] = e_step_agreement(X, start, device, precisions)
             print("  one E-step vs float64:", _brief(info["e_step_agreement"]))

@@ -371,3 +371,41 @@ def test_compiled_kernels_at_benchmark_shapes(n, d, K):
 if __name__ == "__main__":
     # run by the `interpreted` fixture with TRITON_INTERPRET=1
     print(json.dumps(run_cases("cpu")))
+
+
+def test_wide_tiles_default_to_shapes_that_do_not_spill():
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("triton")
+    from gaussmix.backends import _triton
+
+    cpu = torch.device("cpu")
+    g2 = _triton.launch_shapes(1_000_000, 64, 64, cpu)
+    assert (g2["BLOCK_RESP"], g2["WARPS_RESP"], g2["BLOCK_STATS"], g2["WARPS_STATS"]) == (
+        32,
+        8,
+        32,
+        8,
+    )
+    assert not g2["ONLINE"] and _triton.launch_shapes(1000, 64, 256, cpu)["ONLINE"]
+    assert _triton.launch_shapes(1000, 32, 8, cpu)["BLOCK_RESP"] == 64
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("d", "K"), [(64, 64), (32, 8), (2, 100)])
+def test_default_launch_settings_compile_without_spills_for_hopper(d, K):
+    # compiled ahead of time for compute capability 9.0 (no GPU needed): a stack frame means
+    # registers spilled to local memory, which the d = 64 tiles did on 4 warps
+    pytest.importorskip("torch")
+    pytest.importorskip("triton")
+    from gaussmix.backends import _triton
+
+    try:
+        usage = _triton.compiled_resources(d, K)
+    except RuntimeError as exc:
+        pytest.skip(str(exc))
+    for kernel, used in usage.items():
+        assert used["stack"] == 0, (kernel, used)
+        assert 0 < used["registers"] <= 255, (kernel, used)
+    # and the check can fail: 64 rows on 4 warps at d = 64 spill
+    spilled = _triton.compiled_resources(64, 64, tuning=dict(block_resp=64, warps_resp=4))
+    assert spilled["responsibilities"]["stack"] > 0

@@ -11,10 +11,10 @@ Two kernels per chunk, neither of which materialises an (rows, K, d) array:
     a broadcast product below that), ``log p(x, k) = c_k - |y|²/2``, kept in a
     (rows, K) register tile; then log-sum-exp, responsibilities times the row weight, written
     transposed as (K, rows) so that the next kernel reads each component's column contiguously,
-    and the block's ``Σ w log p(x)``. With ``ONLINE`` (the default for K > 32) the log-joint
-    is not kept as a register tile: each component's column is stored as it is computed, a
-    running log-sum-exp is kept per row, and a second pass over the stored columns turns them
-    into responsibilities (the columns are still in cache).
+    and the block's ``Σ w log p(x)``. With ``ONLINE`` (by default for K > 32, or K > 64 when
+    d > 32) the log-joint is not kept as a register tile: each component's column is stored as
+    it is computed, a running log-sum-exp is kept per row, and a second pass over the stored
+    columns turns them into responsibilities (the columns are still in cache).
 
 ``_statistics_kernel`` (one program per component and slice of rows)
     ``diff = x - s_k`` around the component's shift, then ``Σ r``, ``Σ r diff`` and
@@ -58,6 +58,7 @@ __all__ = [
     "PRECISIONS",
     "TUNING_KEYS",
     "TritonParams",
+    "compiled_resources",
     "e_step_chunk",
     "launch_shapes",
     "parse_tuning",
@@ -397,7 +398,18 @@ def launch_shapes(
     block_resp = max(16, min(128, 4096 // k_pad))
     if not use_dot:
         block_resp = max(16, min(block_resp, 8192 // (d_pad * d_pad)))
+    else:
+        # the (rows, d) tiles x, x - μ and y: sm_90 builds (Triton 3.9, cuobjdump -res-usage)
+        # spill at 128 rows for d = 32 (255 registers, 144 B of stack per thread)
+        block_resp = max(16, min(block_resp, 2048 // d_pad))
     block_stats = 64 if use_dot else max(16, min(128, 4096 // (d_pad * d_pad)))
+    warps = 4
+    online = k_pad >= 64
+    if use_dot and d_pad >= 64:
+        # the d = 64 tiles spill on 4 warps (255 registers, 0.1-4 KiB of stack per thread);
+        # 32 rows on 8 warps do not (resp 118 registers with the (rows, K) tile up to K = 64,
+        # 194 with the running log-sum-exp, which K = 256 needs; statistics 91)
+        block_resp, block_stats, warps, online = 32, 32, 8, k_pad >= 128
     block_resp = tuning.get("block_resp", block_resp)
     block_stats = tuning.get("block_stats", block_stats)
     per_sm = tuning.get("programs_per_sm", 4)
@@ -416,15 +428,124 @@ def launch_shapes(
         USE_DOT=use_dot,
         # the running log-sum-exp pays off where the (rows, K_PAD) select per component is
         # dear: many components
-        ONLINE=bool(tuning.get("online", k_pad >= 64)),
+        ONLINE=bool(tuning.get("online", online)),
         BLOCK_RESP=block_resp,
-        WARPS_RESP=tuning.get("warps_resp", 4),
+        WARPS_RESP=tuning.get("warps_resp", warps),
         BLOCK_STATS=block_stats,
-        WARPS_STATS=tuning.get("warps_stats", 4),
+        WARPS_STATS=tuning.get("warps_stats", warps),
         STAGES_STATS=tuning.get("stages_stats", 3),
         slices=slices,
         rows_per_slice=rows_per_slice,
     )
+
+
+def compiled_resources(
+    n_features: int,
+    n_components: int,
+    *,
+    tuning: dict[str, int] | None = None,
+    precision: str = "ieee",
+    capability: int = 90,
+) -> dict[str, dict[str, int]]:
+    """Registers and stack per thread of both kernels as compiled for an NVIDIA GPU, no GPU
+    needed (a developer's check for spills: a non-zero stack is local memory).
+
+    The kernels are compiled ahead of time for compute capability ``capability`` (90: H100,
+    H200) with the launch settings :func:`launch_shapes` picks (or ``tuning``), and the
+    cubin's resource usage is read with the ``cuobjdump`` that Triton's wheel carries.
+
+    Parameters
+    ----------
+    n_features, n_components : int
+    tuning : dict, optional
+    precision : {"ieee", "tf32x3", "tf32"}
+    capability : int, default=90
+
+    Returns
+    -------
+    usage : dict
+        ``{"responsibilities": {"registers": ..., "stack": ...}, "statistics": {...}}``.
+
+    Raises
+    ------
+    RuntimeError
+        When this Triton cannot compile ahead of time or has no ``cuobjdump``.
+    """
+    import re
+    import shutil
+    import subprocess
+    import tempfile
+
+    try:
+        from triton.backends.compiler import GPUTarget
+        from triton.compiler import ASTSource
+    except ImportError as exc:
+        raise RuntimeError(f"this Triton cannot compile ahead of time: {exc}") from None
+    tool = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
+    tool = tool if os.path.exists(tool) else shutil.which("cuobjdump")
+    if tool is None:
+        raise RuntimeError("no cuobjdump (Triton's wheel carries one on Linux x86-64)")
+    sh = launch_shapes(1 << 20, n_features, n_components, torch.device("cpu"), tuning)
+    pointers = dict.fromkeys(
+        ("X", "W", "MEANS", "FACTORS", "LOG_CONST", "RESP_T", "LL_PART"), "*fp32"
+    )
+    integers = dict.fromkeys(("n_rows", "n_features", "n_components", "stride_x"), "i32")
+    resp_constants = dict(
+        HAS_W=False,
+        FULL_FACTOR=True,
+        USE_DOT=sh["USE_DOT"],
+        PRECISION=precision,
+        ONLINE=sh["ONLINE"],
+        BLOCK_N=sh["BLOCK_RESP"],
+        D_PAD=sh["D_PAD"],
+        K_PAD=sh["K_PAD"],
+    )
+    stats_pointers = dict.fromkeys(
+        ("X", "RESP_T", "SHIFT", "NK_PART", "SX_PART", "SXX_PART"), "*fp32"
+    )
+    stats_integers = dict(integers, rows_per_slice="i32")
+    stats_constants = dict(
+        FULL_MOMENT=True,
+        USE_DOT=sh["USE_DOT"],
+        PRECISION=precision,
+        BLOCK_N=sh["BLOCK_STATS"],
+        D_PAD=sh["D_PAD"],
+    )
+    jobs = {
+        "responsibilities": (
+            _responsibilities_kernel,
+            {**pointers, **integers},
+            resp_constants,
+            dict(num_warps=sh["WARPS_RESP"]),
+        ),
+        "statistics": (
+            _statistics_kernel,
+            {**stats_pointers, **stats_integers},
+            stats_constants,
+            dict(num_warps=sh["WARPS_STATS"], num_stages=sh["STAGES_STATS"]),
+        ),
+    }
+    target = GPUTarget("cuda", capability, 32)
+    out = {}
+    for name, (kernel, signature, constants, options) in jobs.items():
+        signature = {**signature, **dict.fromkeys(constants, "constexpr")}
+        try:
+            source = ASTSource(fn=kernel, signature=signature, constexprs=constants)
+            cubin = triton.compile(source, target=target, options=options).asm["cubin"]
+        except Exception as exc:
+            raise RuntimeError(f"ahead-of-time compile failed with this Triton: {exc}") from None
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "kernel.cubin")
+            with open(path, "wb") as f:
+                f.write(cubin)
+            text = subprocess.run(
+                [tool, "-res-usage", path], capture_output=True, text=True, timeout=120
+            ).stdout
+        found = re.search(r"REG:(\d+) STACK:(\d+)", text)
+        if found is None:
+            raise RuntimeError(f"cuobjdump printed no resource usage: {text[-300:]!r}")
+        out[name] = dict(registers=int(found.group(1)), stack=int(found.group(2)))
+    return out
 
 
 def e_step_chunk(
