@@ -41,6 +41,7 @@ saves.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import os
 import threading
@@ -174,21 +175,32 @@ class _Prepared:
     shift_error: NDArray  # (K, d) float64: rounded shift minus requested shift
 
 
+@functools.lru_cache(maxsize=64)
+def _strict_upper(d: int) -> tuple[NDArray, NDArray]:
+    """Row and column indices of the strict upper triangle of a d × d matrix (cached: index
+    arithmetic instead of ``np.tril``/``np.triu`` masks, a per-iteration cost at small N)."""
+    return np.triu_indices(d, 1)
+
+
 def _triangle(P: NDArray) -> int:
-    if not np.any(np.tril(P, -1)):
+    i, j = _strict_upper(P.shape[-1])
+    if not np.any(P[:, j, i]):
         return 1
-    if not np.any(np.triu(P, 1)):
+    if not np.any(P[:, i, j]):
         return 2
     return 0
 
 
-def prepare(params: MixtureParams, shift: NDArray, dtype: np.dtype) -> _Prepared:
+def prepare(
+    params: MixtureParams, shift: NDArray, dtype: np.dtype, factors: NDArray | None = None
+) -> _Prepared:
     """Kernel inputs for ``params``: every covariance model maps onto two layouts, asked of
-    the model (``moment`` and ``component_factors``), never of its name."""
+    the model (``moment`` and ``component_factors``, which ``factors`` may pass in), never of
+    its name."""
     K, d = params.means.shape
     model = params.model
     full = model.moment == "full"
-    P = model.component_factors(params.precisions_cholesky, K, d)
+    P = model.component_factors(params.precisions_cholesky, K, d) if factors is None else factors
     if full:
         P3 = P
         tri = _triangle(P3)
@@ -388,7 +400,7 @@ class CpuExecutor:
             stats = e_step_chunk(self.X, self.sample_weight, params, shift)
             return self._add_missing(stats, params)
         _k = _kernels()
-        prep = prepare(params, shift, self.dtype)
+        prep = prepare(params, shift, self.dtype, factors)
         rows, G = self._groups(K, prep.full)
         nk = np.empty((G, K))
         sx = np.empty((G, K, d))
@@ -435,8 +447,9 @@ class CpuExecutor:
         sxx_t = sxx.sum(axis=0)
         if prep.full:
             if not self.uses_blas(params):
-                lower = np.tril(sxx_t)
-                sxx_t = lower + np.swapaxes(np.tril(sxx_t, -1), 1, 2)
+                # the kernels fill the lower triangle (and some entries above it)
+                iu, ju = _strict_upper(d)
+                sxx_t[:, iu, ju] = sxx_t[:, ju, iu]
         else:
             sxx_t = sxx_t[:, 0, :]
         sx_t, sxx_t = _recentre(nk_t, sx_t, sxx_t, prep.shift_error, prep.full)
