@@ -334,6 +334,37 @@ def _importable(module: str) -> str | None:
     return None
 
 
+# ---------------------------------------------------------------------------------- ceilings
+def measure_ceilings(device: torch.device) -> dict:
+    """The device's two ceilings, measured: copy bandwidth (a 2 GiB device-to-device copy,
+    bytes read plus written) and the float32 matrix-product rate without tensor cores (an
+    8192³ SGEMM with TF32 off), each the median of CUDA-event timings."""
+    if device.type != "cuda":
+        return {}
+    import triton.testing
+
+    def copy_rate() -> float:
+        src = torch.randn(1 << 29, device=device)  # 2 GiB of float32
+        dst = torch.empty_like(src)
+        ms = triton.testing.do_bench(
+            lambda: dst.copy_(src), warmup=10, rep=100, return_mode="median"
+        )
+        return 2 * src.numel() * 4 / (ms * 1e-3) / 1e12
+
+    copy_tbs = copy_rate()
+    before = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        a = torch.randn(8192, 8192, device=device)
+        b = torch.randn(8192, 8192, device=device)
+        ms = triton.testing.do_bench(lambda: a @ b, warmup=10, rep=200, return_mode="median")
+        sgemm = 2 * 8192**3 / (ms * 1e-3) / 1e12
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = before
+    torch.cuda.empty_cache()
+    return dict(copy_tb_per_s=copy_tbs, sgemm_fp32_tflops=sgemm)
+
+
 # ---------------------------------------------------------------------------------- tuning
 def _start_params(start):
     from gaussmix._covariance import get_model
@@ -600,13 +631,25 @@ def main(argv: list[str] | None = None) -> int:
 
     rows: list[dict] = []
     extra: dict[str, dict] = {}
+    try:
+        ceilings = measure_ceilings(device)
+    except Exception as exc:  # context only: never stops the benchmark
+        ceilings = dict(error=f"{type(exc).__name__}: {exc}"[:300])
+    if ceilings:
+        print("measured ceilings:", _brief(ceilings))
 
     def save() -> None:
         # after every workload, so that a run cut short still leaves its numbers
         if args.json:
             Path(args.json).write_text(
                 json.dumps(
-                    dict(versions=versions, args=vars(args), rows=rows, workloads=extra),
+                    dict(
+                        versions=versions,
+                        args=vars(args),
+                        ceilings=ceilings,
+                        rows=rows,
+                        workloads=extra,
+                    ),
                     indent=1,
                 )
             )
@@ -819,6 +862,16 @@ def readme_markdown(data: dict) -> str:
         f"python benchmarks/bench_gpu.py {' '.join(flags)} --json gpu.json",
         "```",
         "",
+    ]
+    ceilings = data.get("ceilings") or {}
+    if "sgemm_fp32_tflops" in ceilings:
+        out += [
+            f"Measured ceilings: device-to-device copy {ceilings['copy_tb_per_s']:.2f} TB/s, "
+            f"float32 SGEMM (no TF32) {ceilings['sgemm_fp32_tflops']:.1f} TFLOP/s; "
+            f"'% fp32 peak' is of the {a['peak_tflops']:g} TFLOP/s given.",
+            "",
+        ]
+    out += [
         *_table_lines(data["rows"]),
         "",
     ]
@@ -839,6 +892,15 @@ def readme_markdown(data: dict) -> str:
                 "(largest statistic error "
                 + ", ".join(f"{k} {e:.1e}" for k, e in worst.items())
                 + ")"
+            )
+        usage = info.get("compiled_resources")
+        if isinstance(usage, dict):
+            parts.append(
+                "; registers/stack per thread "
+                + ", ".join(
+                    f"{q}: " + " + ".join(f"{u['registers']}/{u['stack']}" for u in r.values())
+                    for q, r in usage.items()
+                )
             )
         init = info.get("init")
         if isinstance(init, dict):
