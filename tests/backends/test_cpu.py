@@ -59,10 +59,10 @@ def _assert_stats_close(a, b, rtol):
     np.testing.assert_array_equal(a.shift, b.shift)
 
 
-# (n_samples, n_features, n_components): the fused kernel (d = 3: single columns; d = 9: 4 × 4
-# blocks and a remainder), then the BLAS path (d > 24)
-SHAPES = [(6000, 3, 4), (6000, 9, 3), (5000, 26, 3)]
-SHAPE_IDS = ["fused3", "fused9", "blas"]
+# (n_samples, n_features, n_components): the fused kernel (d = 2: its own one-pass loops;
+# d = 3: single columns; d = 9: 4 × 4 blocks and a remainder), then the BLAS path (d > 24)
+SHAPES = [(6000, 2, 5), (6000, 3, 4), (6000, 9, 3), (5000, 26, 3)]
+SHAPE_IDS = ["fused2", "fused3", "fused9", "blas"]
 
 
 @pytest.mark.parametrize("shape", SHAPES, ids=SHAPE_IDS)

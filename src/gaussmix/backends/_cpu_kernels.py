@@ -381,6 +381,57 @@ def _diag_moments(xt, m, resp, sh, sx, sxx):
         i += 1
 
 @nb.njit(**_JIT)
+def _full2_log_joint(xt, m, K, means, prec, const, lj):
+    """``lj[k, :m]`` for two features and full (any triangle) per-component factors: one pass
+    per component with everything in registers (the general 4 × 4 blocked loops made six
+    passes over the tile at d = 2, the shape of W1 and W5)."""
+    dt = xt.dtype.type
+    for k in range(K):
+        mu0 = means[k, 0]
+        mu1 = means[k, 1]
+        p00 = prec[k, 0, 0]
+        p01 = prec[k, 0, 1]
+        p10 = prec[k, 1, 0]
+        p11 = prec[k, 1, 1]
+        c = const[k]
+        for r in range(m):
+            d0 = xt[0, r] - mu0
+            d1 = xt[1, r] - mu1
+            y0 = d0 * p00 + d1 * p10
+            y1 = d0 * p01 + d1 * p11
+            lj[k, r] = c - dt(0.5) * (y0 * y0 + y1 * y1)
+
+
+@nb.njit(**_JIT)
+def _full2_moments(xt, m, resp, sh, sx, sxx):
+    """First moments and the lower triangle of the scatter for two features, one pass."""
+    dt = xt.dtype.type
+    sh0 = sh[0]
+    sh1 = sh[1]
+    a0 = dt(0.0)
+    a1 = dt(0.0)
+    b00 = dt(0.0)
+    b10 = dt(0.0)
+    b11 = dt(0.0)
+    for r in range(m):
+        q = resp[r]
+        t0 = xt[0, r] - sh0
+        t1 = xt[1, r] - sh1
+        u0 = q * t0
+        u1 = q * t1
+        a0 += u0
+        a1 += u1
+        b00 += u0 * t0
+        b10 += u1 * t0
+        b11 += u1 * t1
+    sx[0] += a0
+    sx[1] += a1
+    sxx[0, 0] += b00
+    sxx[1, 0] += b10
+    sxx[1, 1] += b11
+
+
+@nb.njit(**_JIT)
 def _row_max(lj, m, mx):
     """``mx[:m] = max_k lj[k, :m]``."""
     K = lj.shape[0]
@@ -582,6 +633,9 @@ def _log_joint_tile(xt, m, K, means, prec, tri, full, const, diff, y, acc, yt, b
     if not full:
         _diag_log_joint(xt, m, K, means, prec, const, acc, lj)
         return
+    if xt.shape[0] == 2:
+        _full2_log_joint(xt, m, K, means, prec, const, lj)
+        return
     for k in range(K):
         _mahalanobis_tile(xt, m, k, means, prec, tri, full, diff, y, acc)
         c = const[k]
@@ -632,6 +686,9 @@ def _estep_range(
             nk[k] += s
             if not full:
                 _diag_moments(xt, m, lj[k], shift[k], sx[k], sxx[k, 0])
+                continue
+            if d == 2:
+                _full2_moments(xt, m, lj[k], shift[k], sx[k], sxx[k])
                 continue
             for i in range(d):
                 sh = shift[k, i]
