@@ -4,7 +4,9 @@
 # result under $OUT. Each step has its own timeout and log, and a failing step does not stop
 # the next ones.
 #
-#   on the GPU machine:  bash benchmarks/gpu_check.sh            ($OUT set by the device tool)
+#   on the GPU machine:  bash benchmarks/gpu_check.sh            ($OUT set by the device tool;
+#                        through it: command "bash benchmarks/gpu_check.sh", carry [".whl"],
+#                        timeout_s 520: the steps' own timeouts add up to about 490 s)
 #   here, on the CPU:    GPU_CHECK_CPU=1 OUT=/tmp/out bash benchmarks/gpu_check.sh
 #
 # Before the device call, here (network): GPU_CHECK_STEPS=wheels OUT=/tmp/w bash benchmarks/gpu_check.sh
@@ -44,7 +46,8 @@ if [ "${GPU_CHECK_CPU:-0}" = 1 ]; then
     BENCH_TIMEOUT=1500
     TEST_MARKS=""
 else
-    # ~7 minutes at most on an H200: 5 timed iterations, best of 2, 20 s of sweep per workload
+    # 5 timed iterations, best of 2, 20 s of sweep per workload: estimated (never run on a
+    # GPU yet) at 3-4 minutes on an H200, capped at 300 s
     BENCH=(--device cuda --iters 5 --repeats 2 --sklearn none --peak-tflops 67)
     if [ -n "${GPU_CHECK_TUNING:-}" ]; then
         BENCH+=(--tuning "$GPU_CHECK_TUNING")
