@@ -60,9 +60,10 @@ def _assert_stats_close(a, b, rtol):
 
 
 # (n_samples, n_features, n_components): the fused kernel (d = 2: its own one-pass loops;
-# d = 3: single columns; d = 9: 4 × 4 blocks and a remainder), then the BLAS path (d > 24)
-SHAPES = [(6000, 2, 5), (6000, 3, 4), (6000, 9, 3), (5000, 26, 3)]
-SHAPE_IDS = ["fused2", "fused3", "fused9", "blas"]
+# d = 3: single columns; d = 6: upper triangular factors padded to the written-out d = 8
+# loops; d = 9: 4 × 4 blocks and a remainder), then the BLAS path (d > 24)
+SHAPES = [(6000, 2, 5), (6000, 3, 4), (6000, 6, 3), (6000, 9, 3), (5000, 26, 3)]
+SHAPE_IDS = ["fused2", "fused3", "fused6", "fused9", "blas"]
 
 
 @pytest.mark.parametrize("shape", SHAPES, ids=SHAPE_IDS)
