@@ -515,6 +515,8 @@ def markdown(res: dict) -> str:
     """The README's tables from the JSON of one run (``--json``), so that they are regenerated,
     not retyped."""
     lim = res["limits_start"]
+    nan = float("nan")
+    end = res.get("limits_end", dict.fromkeys(("dgemm_gflops", "sgemm_gflops", "copy_gbs"), nan))
     info = res["machine"]
     f32 = {r["workload"]: r for r in res.get("float32", [])}
     out = [
@@ -530,8 +532,7 @@ def markdown(res: dict) -> str:
         f"{info.get('load_average_end', [float('nan')])[0]:.2f} at the end; dgemm "
         f"{lim['dgemm_gflops']:.0f} GFLOP/s, sgemm {lim['sgemm_gflops']:.0f} GFLOP/s, copy "
         f"{lim['copy_gbs']:.1f} GB/s at the start (at the end: "
-        f"{res['limits_end']['dgemm_gflops']:.0f}, {res['limits_end']['sgemm_gflops']:.0f}, "
-        f"{res['limits_end']['copy_gbs']:.1f}).",
+        f"{end['dgemm_gflops']:.0f}, {end['sgemm_gflops']:.0f}, {end['copy_gbs']:.1f}).",
         "",
         "| workload | N × d, K | model | scikit-learn ms/it | gaussmix ms/it | speedup "
         "| GFLOP/s (% of dgemm) | GB/s (% of copy) | gaussmix float32 ms/it "
@@ -650,6 +651,12 @@ def main(argv=None) -> int:
 
     results: dict = {"machine": info, "limits_start": roof, "quick": args.quick}
     results.update(em=[], float32=[], predict=[])
+
+    def save() -> None:
+        # after every row: a run stopped part-way still leaves what it measured
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(results, f, indent=1, default=float)
     header = (
         f"{'workload':<13}{'N x d, K':>18} {'model':>9} {'peer':>9} {'sklearn':>9} "
         f"{'gaussmix':>9} {'speedup':>8} {'GFLOP/s':>8} {'%dgemm':>7} {'GB/s':>6} {'%copy':>6} "
@@ -714,6 +721,7 @@ def main(argv=None) -> int:
                 "max_rel_diff": diff if w.comparable else None,
             }
         )  # fmt: skip
+        save()
     head = [r["speedup"] for r in results["em"] if r["headline"]]
     every = [r["speedup"] for r in results["em"]]
     if head:
@@ -766,6 +774,7 @@ def main(argv=None) -> int:
                     "max_rel_diff_vs_f64": diff,
                 }
             )  # fmt: skip
+            save()
         if results["float32"]:
             ratios = [r["sklearn64_ms"] / r["gaussmix32_ms"] for r in results["float32"]]
             med = statistics.median(ratios)
@@ -783,6 +792,7 @@ def main(argv=None) -> int:
                 print(f"{w.name:<13}{'':>14} {pred['error']}")
                 continue
             results["predict"].append({"workload": w.name, **pred})
+            save()
             for op in ("predict_proba", "score_samples"):
                 sk_ms, gm_ms = pred[f"sklearn_{op}_ms"], pred[f"gaussmix_{op}_ms"]
                 print(
@@ -833,9 +843,7 @@ def main(argv=None) -> int:
         f"limits  : at the end dgemm {roof_end['dgemm_gflops']:.0f} GFLOP/s, sgemm "
         f"{roof_end['sgemm_gflops']:.0f} GFLOP/s, memory copy {roof_end['copy_gbs']:.1f} GB/s"
     )
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=1, default=float)
+    save()
     if failures:
         print("DISAGREEMENT: " + "; ".join(failures))
         return 1
