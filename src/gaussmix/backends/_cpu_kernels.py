@@ -552,16 +552,22 @@ def _row_max(lj, m, mx):
 
 @nb.njit(**_JIT)
 def _exp_tile(lj, m, mx, cut, tot):
-    """``lj[k, :m] = exp(lj[k, :m] - mx[:m])`` and ``tot[:m]`` their sums over k."""
-    K = lj.shape[0]
-    for r in range(m):
-        tot[r] = 0.0
-    for k in range(K):
-        for r in range(m):
-            e = exp_nonpos(lj[k, r] - mx[r], cut)
-            lj[k, r] = e
-            tot[r] += e
+    """``lj[k, :m] = exp(lj[k, :m] - mx[:m])`` and ``tot[:m]`` their sums over k.
 
+    The exponentials first, then the sums (the same order of additions): the loop that did
+    both ran 1.2-1.4x slower (measured).
+    """
+    K = lj.shape[0]
+    for k in range(K):
+        row = lj[k]
+        for r in range(m):
+            row[r] = exp_nonpos(row[r] - mx[r], cut)
+    for r in range(m):
+        tot[r] = lj[0, r]
+    for k in range(1, K):
+        row = lj[k]
+        for r in range(m):
+            tot[r] += row[r]
 
 @nb.njit(**_JIT)
 def _row_norms(w, weighted, t0, m, mx, tot, rw, lg):
