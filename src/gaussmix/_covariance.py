@@ -188,6 +188,11 @@ class CovarianceModel(ABC):
     def full_matrix(self, covariances: NDArray, k: int, n_features: int) -> NDArray:
         """The (d, d) covariance matrix of component ``k``."""
 
+    @abstractmethod
+    def from_full_matrices(self, full: NDArray) -> NDArray:
+        """This model's storage of (K, d, d) covariance matrices that have its structure
+        (e.g. a VII fit's matrices stored as 'spherical')."""
+
     def validate(self, covariances: NDArray, n_components: int, n_features: int) -> NDArray:
         """Check shape, symmetry and positive-definiteness; return float64 covariances."""
         covariances = np.asarray(covariances, dtype=np.float64)
@@ -288,6 +293,9 @@ class FullCovariance(CovarianceModel):
                 ) from None
         return covariances
 
+    def from_full_matrices(self, full):
+        return np.array(full, dtype=np.float64)
+
     def full_matrix(self, covariances, k, n_features):
         return covariances[k]
 
@@ -349,6 +357,9 @@ class TiedCovariance(CovarianceModel):
         FullCovariance().validate(covariances[None], 1, n_features)
         return covariances
 
+    def from_full_matrices(self, full):
+        return np.array(full[0], dtype=np.float64)
+
     def full_matrix(self, covariances, k, n_features):
         return covariances
 
@@ -402,6 +413,9 @@ class DiagCovariance(CovarianceModel):
         if np.any(covariances <= 0):
             raise ValueError("'diag' covariances must be positive")
         return covariances
+
+    def from_full_matrices(self, full):
+        return np.diagonal(full, axis1=1, axis2=2).astype(np.float64)
 
     def full_matrix(self, covariances, k, n_features):
         return np.diag(covariances[k])
@@ -457,6 +471,9 @@ class SphericalCovariance(CovarianceModel):
         if np.any(covariances <= 0):
             raise ValueError("'spherical' covariances must be positive")
         return covariances
+
+    def from_full_matrices(self, full):
+        return np.array(full[:, 0, 0], dtype=np.float64)
 
     def full_matrix(self, covariances, k, n_features):
         return np.eye(n_features) * covariances[k]

@@ -28,13 +28,23 @@ from numba import njit
 from numpy.typing import NDArray
 
 from gaussmix._covariance import INNER_MAX_ITER, INNER_TOL, MCLUST_MODELS, _collapsed
-from gaussmix.backends._cpu_kernels import exp_nonpos, log_ge1
 from gaussmix._gaussian import LOG_2PI
 from gaussmix._mm_kernel import mm_orientation_loop
 from gaussmix._params import MixtureParams
 from gaussmix._stats import SuffStats
+from gaussmix.backends._cpu_kernels import exp_nonpos, log_ge1
 
-__all__ = ["NON_FINITE", "OK", "SmallExecutor", "SmallFit", "fit_small", "start_from_labels"]
+__all__ = [
+    "NON_FINITE",
+    "OK",
+    "STOPPED",
+    "CellFit",
+    "SmallExecutor",
+    "SmallFit",
+    "fit_cell",
+    "fit_small",
+    "start_from_labels",
+]
 
 _UNDERFLOW = -600.0
 
@@ -197,6 +207,8 @@ _TINY = np.finfo(np.float64).tiny
 OK = -1
 #: status of a fit whose log-likelihood became non-finite (run_em raises FloatingPointError)
 NON_FINITE = -2
+#: status of a fit stopped from outside (:func:`fit_cell`'s ``stop`` flag)
+STOPPED = -3
 #: model name -> integer code of the compiled loop; codes below _N_DIAGONAL store (K, d)
 _CODES = {name: i for i, name in enumerate(MCLUST_MODELS)}
 _N_DIAGONAL = 6
@@ -211,131 +223,177 @@ _N_DIAGONAL = 6
 _COLS = {**_JIT, "fastmath": {"reassoc", "contract"}}
 
 
+# Rows go through in tiles of _TILE: a tile's (K, _TILE) log-joints, its slice of the
+# transposed data and the scratch rows stay in L1 through all of its passes (over all rows at
+# once, 100 000 rows' passes streamed from L3: 3-4x slower per row).
+_TILE = 256
+
+
 @njit(**_COLS)
-def _responsibilities(Lk, w, top, s):  # pragma: no cover - compiled
-    """Log-joints ``Lk`` (K, n) -> weighted responsibilities in place; returns Σ w log p."""
-    K, n = Lk.shape
-    for i in range(n):
+def _responsibilities(Lk, w, top, s, t0, m):  # pragma: no cover - compiled
+    """Log-joints ``Lk[:, :m]`` of rows ``t0 .. t0 + m`` -> weighted responsibilities in
+    place; ``s[i] = w_i / Σ_k e_ik``; returns the tile's Σ w log p."""
+    K = Lk.shape[0]
+    for i in range(m):
         top[i] = Lk[0, i]
     for k in range(1, K):
-        for i in range(n):
+        for i in range(m):
             top[i] = max(top[i], Lk[k, i])
-    for i in range(n):
+    for i in range(m):
         s[i] = 0.0
     for k in range(K):
-        for i in range(n):
+        for i in range(m):
             # see _estep_full: below e^-600 a responsibility changes no sum; exp_nonpos
             # vectorises (libm's exp per element was most of an iteration on small data)
             e = exp_nonpos(Lk[k, i] - top[i], _UNDERFLOW)
             Lk[k, i] = e
             s[i] += e
     ll = 0.0
-    for i in range(n):
+    for i in range(m):
         # s[i] >= 1: the largest term is exp(0)
-        ll += w[i] * (top[i] + log_ge1(s[i]))
-        s[i] = w[i] / s[i]
+        ll += w[t0 + i] * (top[i] + log_ge1(s[i]))
+        s[i] = w[t0 + i] / s[i]
     for k in range(K):
-        for i in range(n):
+        for i in range(m):
             Lk[k, i] *= s[i]
     return ll
 
 
+@njit(**_JIT)
+def _classify(Lk, w, s, t0, m, labels):  # pragma: no cover - compiled
+    """After a tile's responsibilities: MAP labels of its rows and its part of ICL's
+    ``Σ_i w_i log max_k r_ik`` (``s[i] = w_i / Σ_k e_ik``, the largest e being 1)."""
+    K = Lk.shape[0]
+    icl = 0.0
+    for i in range(m):
+        best = 0
+        for k in range(1, K):
+            if Lk[k, i] > Lk[best, i]:
+                best = k
+        labels[t0 + i] = best
+        wi = w[t0 + i]
+        if wi > 0.0:
+            icl += wi * np.log(s[i] / wi)
+    return icl
+
+
 @njit(**_COLS)
-def _estep_cols_full(XT, w, means, P, const, Lk, top, s, acc):  # pragma: no cover - compiled
-    """_estep_full (shift = means) over transposed data ``XT`` (d, n); scratch ``Lk`` (K, n),
-    ``top``, ``s``, ``acc`` (n,). ``P`` is upper triangular (``_precision_factor``)."""
+def _estep_cols_full(XT, w, means, P, const, Lk, top, s, acc, labels,
+                     classify):  # pragma: no cover - compiled
+    """_estep_full (shift = means) over transposed data ``XT`` (d, n), tile by tile; scratch
+    ``Lk`` (K, T), ``top``, ``s``, ``acc`` (T,) for tiles of T rows. ``P`` is upper triangular
+    (``_precision_factor``). With ``classify``, also the MAP ``labels`` and ICL's term.
+    """
     d, n = XT.shape
     K = means.shape[0]
+    T = Lk.shape[1]
     nk = np.zeros(K)
     sx = np.zeros((K, d))
     sxx = np.zeros((K, d, d))
-    for k in range(K):
-        row = Lk[k]
-        for i in range(n):
-            row[i] = 0.0
-        for b in range(d):
-            for i in range(n):
-                acc[i] = 0.0
-            for a in range(b + 1):
-                p = P[k, a, b]
-                m = means[k, a]
-                xa = XT[a]
-                for i in range(n):
-                    acc[i] += (xa[i] - m) * p
-            for i in range(n):
-                row[i] += acc[i] * acc[i]
-        c = const[k]
-        for i in range(n):
-            row[i] = c - 0.5 * row[i]
-    ll = _responsibilities(Lk, w, top, s)
-    for k in range(K):
-        r = Lk[k]
-        t = 0.0
-        for i in range(n):
-            t += r[i]
-        nk[k] = t
-        for a in range(d):
-            m = means[k, a]
-            xa = XT[a]
-            for i in range(n):
-                acc[i] = r[i] * (xa[i] - m)
+    ll = 0.0
+    icl = 0.0
+    for t0 in range(0, n, T):
+        m = min(T, n - t0)
+        for k in range(K):
+            row = Lk[k]
+            for i in range(m):
+                row[i] = 0.0
+            for b in range(d):
+                for i in range(m):
+                    acc[i] = 0.0
+                for a in range(b + 1):
+                    p = P[k, a, b]
+                    mu = means[k, a]
+                    xa = XT[a, t0:t0 + m]
+                    for i in range(m):
+                        acc[i] += (xa[i] - mu) * p
+                for i in range(m):
+                    row[i] += acc[i] * acc[i]
+            c = const[k]
+            for i in range(m):
+                row[i] = c - 0.5 * row[i]
+        ll += _responsibilities(Lk, w, top, s, t0, m)
+        if classify:
+            icl += _classify(Lk, w, s, t0, m, labels)
+        for k in range(K):
+            r = Lk[k]
             t = 0.0
-            for i in range(n):
-                t += acc[i]
-            sx[k, a] = t
-            for b in range(a + 1):
-                mb = means[k, b]
-                xb = XT[b]
+            for i in range(m):
+                t += r[i]
+            nk[k] += t
+            for a in range(d):
+                mu = means[k, a]
+                xa = XT[a, t0:t0 + m]
+                for i in range(m):
+                    acc[i] = r[i] * (xa[i] - mu)
                 t = 0.0
-                for i in range(n):
-                    t += acc[i] * (xb[i] - mb)
-                sxx[k, a, b] = t
-                sxx[k, b, a] = t
-    return nk, sx, sxx, ll
+                for i in range(m):
+                    t += acc[i]
+                sx[k, a] += t
+                for b in range(a + 1):
+                    mb = means[k, b]
+                    xb = XT[b, t0:t0 + m]
+                    t = 0.0
+                    for i in range(m):
+                        t += acc[i] * (xb[i] - mb)
+                    sxx[k, a, b] += t
+    for k in range(K):
+        for a in range(d):
+            for b in range(a):
+                sxx[k, b, a] = sxx[k, a, b]
+    return nk, sx, sxx, ll, icl
 
 
 @njit(**_COLS)
-def _estep_cols_diag(XT, w, means, P, const, Lk, top, s, acc):  # pragma: no cover - compiled
+def _estep_cols_diag(XT, w, means, P, const, Lk, top, s, acc, labels,
+                     classify):  # pragma: no cover - compiled
     """_estep_diag (shift = means) over transposed data; see :func:`_estep_cols_full`."""
     d, n = XT.shape
     K = means.shape[0]
+    T = Lk.shape[1]
     nk = np.zeros(K)
     sx = np.zeros((K, d))
     sxx = np.zeros((K, d))
-    for k in range(K):
-        row = Lk[k]
-        for i in range(n):
-            row[i] = 0.0
-        for a in range(d):
-            p = P[k, a]
-            m = means[k, a]
-            xa = XT[a]
-            for i in range(n):
-                v = (xa[i] - m) * p
-                row[i] += v * v
-        c = const[k]
-        for i in range(n):
-            row[i] = c - 0.5 * row[i]
-    ll = _responsibilities(Lk, w, top, s)
-    for k in range(K):
-        r = Lk[k]
-        t = 0.0
-        for i in range(n):
-            t += r[i]
-        nk[k] = t
-        for a in range(d):
-            m = means[k, a]
-            xa = XT[a]
+    ll = 0.0
+    icl = 0.0
+    for t0 in range(0, n, T):
+        m = min(T, n - t0)
+        for k in range(K):
+            row = Lk[k]
+            for i in range(m):
+                row[i] = 0.0
+            for a in range(d):
+                p = P[k, a]
+                mu = means[k, a]
+                xa = XT[a, t0:t0 + m]
+                for i in range(m):
+                    v = (xa[i] - mu) * p
+                    row[i] += v * v
+            c = const[k]
+            for i in range(m):
+                row[i] = c - 0.5 * row[i]
+        ll += _responsibilities(Lk, w, top, s, t0, m)
+        if classify:
+            icl += _classify(Lk, w, s, t0, m, labels)
+        for k in range(K):
+            r = Lk[k]
             t = 0.0
-            u = 0.0
-            for i in range(n):
-                v = xa[i] - m
-                y = r[i] * v
-                t += y
-                u += y * v
-            sx[k, a] = t
-            sxx[k, a] = u
-    return nk, sx, sxx, ll
+            for i in range(m):
+                t += r[i]
+            nk[k] += t
+            for a in range(d):
+                mu = means[k, a]
+                xa = XT[a, t0:t0 + m]
+                t = 0.0
+                u = 0.0
+                for i in range(m):
+                    v = xa[i] - mu
+                    y = r[i] * v
+                    t += y
+                    u += y * v
+                sx[k, a] += t
+                sxx[k, a] += u
+    return nk, sx, sxx, ll, icl
 
 
 @njit(**_JIT)
@@ -810,7 +868,7 @@ def _m_step_full(code, stats, shift, reg, prev, prev_logdet, has_prev, inner_tol
 
 @njit(**_JIT)
 def _fit_diag(X, w, wsum, code, weights, means, cov, reg, tol, max_iter, warm, start_lb,
-              inner_tol, inner_max, rel_tol=0.0):  # pragma: no cover - compiled
+              inner_tol, inner_max, rel_tol, stop):  # pragma: no cover - compiled
     """run_em for a diagonal model; see :func:`fit_small`."""
     K, d = means.shape
     P = np.empty((K, d))
@@ -831,16 +889,21 @@ def _fit_diag(X, w, wsum, code, weights, means, cov, reg, tol, max_iter, warm, s
     previous = start_lb
     half_d_log_2pi = 0.5 * d * LOG_2PI
     XT = np.ascontiguousarray(X.T)
-    n = X.shape[0]
-    Lk = np.empty((K, n))
-    top = np.empty(n)
-    s = np.empty(n)
-    acc = np.empty(n)
+    T = min(X.shape[0], _TILE)
+    Lk = np.empty((K, T))
+    top = np.empty(T)
+    s = np.empty(T)
+    acc = np.empty(T)
+    no_labels = np.empty(0, dtype=np.intp)
     const = np.empty(K)
     for it in range(max_iter):
+        if stop[0]:  # another thread asked the grid to stop
+            status = STOPPED
+            break
         for k in range(K):
             const[k] = np.log(weights[k]) + logdet[k] - half_d_log_2pi
-        nk, sx, sxx, ll = _estep_cols_diag(XT, w, means, P, const, Lk, top, s, acc)
+        nk, sx, sxx, ll, _ = _estep_cols_diag(XT, w, means, P, const, Lk, top, s, acc,
+                                               no_labels, False)
         lower_bound = ll / wsum
         if not np.isfinite(lower_bound):
             status = NON_FINITE
@@ -869,7 +932,7 @@ def _fit_diag(X, w, wsum, code, weights, means, cov, reg, tol, max_iter, warm, s
 
 @njit(**_JIT)
 def _fit_full(X, w, wsum, code, weights, means, cov, reg, tol, max_iter, warm, start_lb,
-              inner_tol, inner_max, rel_tol=0.0):  # pragma: no cover - compiled
+              inner_tol, inner_max, rel_tol, stop):  # pragma: no cover - compiled
     """run_em for a general model; see :func:`fit_small`."""
     K, d = means.shape
     P = np.empty((K, d, d))
@@ -891,16 +954,21 @@ def _fit_full(X, w, wsum, code, weights, means, cov, reg, tol, max_iter, warm, s
     previous = start_lb
     half_d_log_2pi = 0.5 * d * LOG_2PI
     XT = np.ascontiguousarray(X.T)
-    n = X.shape[0]
-    Lk = np.empty((K, n))
-    top = np.empty(n)
-    s = np.empty(n)
-    acc = np.empty(n)
+    T = min(X.shape[0], _TILE)
+    Lk = np.empty((K, T))
+    top = np.empty(T)
+    s = np.empty(T)
+    acc = np.empty(T)
+    no_labels = np.empty(0, dtype=np.intp)
     const = np.empty(K)
     for it in range(max_iter):
+        if stop[0]:  # another thread asked the grid to stop
+            status = STOPPED
+            break
         for k in range(K):
             const[k] = np.log(weights[k]) + logdet[k] - half_d_log_2pi
-        nk, sx, sxx, ll = _estep_cols_full(XT, w, means, P, const, Lk, top, s, acc)
+        nk, sx, sxx, ll, _ = _estep_cols_full(XT, w, means, P, const, Lk, top, s, acc,
+                                               no_labels, False)
         lower_bound = ll / wsum
         if not np.isfinite(lower_bound):
             status = NON_FINITE
@@ -1097,7 +1165,7 @@ def fit_small(
     out = kernel(
         X, w, float(w.sum()), code, weights, means, covariances, float(reg_covar), float(tol),
         int(max_iter), bool(warm_start), float(start_lower_bound), float(INNER_TOL),
-        int(INNER_MAX_ITER),
+        int(INNER_MAX_ITER), 0.0, np.zeros(1, dtype=np.uint8),
     )  # fmt: skip
     weights, means, covariances, P, lbs, n_iter, converged, status = out
     return SmallFit(weights, means, covariances, lbs, int(n_iter), bool(converged), int(status), P)
@@ -1239,23 +1307,6 @@ FIT_USABLE, FIT_EMPTY, FIT_SINGULAR = 0, 1, 2
 
 
 @njit(**_JIT)
-def _classify(Lk, w, s, labels):  # pragma: no cover - compiled
-    """After an E-step (``Lk`` weighted responsibilities, ``s[i] = w_i / Σ_k e_ik``): MAP
-    labels and ICL's ``Σ_i w_i log max_k r_ik``."""
-    K, n = Lk.shape
-    icl = 0.0
-    for i in range(n):
-        best = 0
-        for k in range(1, K):
-            if Lk[k, i] > Lk[best, i]:
-                best = k
-        labels[i] = best
-        if w[i] > 0.0:
-            icl += w[i] * np.log(s[i] / w[i])
-    return icl
-
-
-@njit(**_JIT)
 def _usable(nk, spectrum_min, spectrum_max, reg):  # pragma: no cover - compiled
     """(code, component) of the first reason a fit is not a usable model, as mclust calls
     it: a column sum of z below sqrt(eps) (empty), or an eigenvalue ratio at rounding level
@@ -1282,11 +1333,10 @@ def _end_diag(X, w, wsum, cov, weights, means, reg, labels):  # pragma: no cover
     const = np.empty(K)
     for k in range(K):
         const[k] = np.log(weights[k]) + logdet[k] - 0.5 * d * LOG_2PI
-    Lk = np.empty((K, n))
-    s = np.empty(n)
-    nk, _, _, ll = _estep_cols_diag(np.ascontiguousarray(X.T), w, means, P, const, Lk,
-                                    np.empty(n), s, np.empty(n))
-    icl = _classify(Lk, w, s, labels)
+    T = min(n, _TILE)
+    nk, _, _, ll, icl = _estep_cols_diag(np.ascontiguousarray(X.T), w, means, P, const,
+                                          np.empty((K, T)), np.empty(T), np.empty(T),
+                                          np.empty(T), labels, True)
     lo = np.empty(K)
     hi = np.empty(K)
     for k in range(K):
@@ -1308,11 +1358,10 @@ def _end_full(X, w, wsum, cov, weights, means, reg, labels):  # pragma: no cover
     const = np.empty(K)
     for k in range(K):
         const[k] = np.log(weights[k]) + logdet[k] - 0.5 * d * LOG_2PI
-    Lk = np.empty((K, n))
-    s = np.empty(n)
-    nk, _, _, ll = _estep_cols_full(np.ascontiguousarray(X.T), w, means, P, const, Lk,
-                                    np.empty(n), s, np.empty(n))
-    icl = _classify(Lk, w, s, labels)
+    T = min(n, _TILE)
+    nk, _, _, ll, icl = _estep_cols_full(np.ascontiguousarray(X.T), w, means, P, const,
+                                          np.empty((K, T)), np.empty(T), np.empty(T),
+                                          np.empty(T), labels, True)
     lo = np.empty(K)
     hi = np.empty(K)
     for k in range(K):
@@ -1325,7 +1374,7 @@ def _end_full(X, w, wsum, cov, weights, means, reg, labels):  # pragma: no cover
 
 @njit(**_JIT)
 def _cell_diag(X, w, wsum, code, K, labels, weights, means, cov, from_labels, reg, tol, rel_tol,
-               max_iter, inner_tol, inner_max):  # pragma: no cover - compiled
+               max_iter, inner_tol, inner_max, stop):  # pragma: no cover - compiled
     n, d = X.shape
     warm = True
     if from_labels:
@@ -1344,7 +1393,7 @@ def _cell_diag(X, w, wsum, code, K, labels, weights, means, cov, from_labels, re
                     FIT_SINGULAR, status)
     weights, means, cov, _, lbs, n_iter, converged, status = _fit_diag(
         X, w, wsum, code, weights, means, cov, reg, tol, max_iter, warm, -np.inf, inner_tol,
-        inner_max, rel_tol)
+        inner_max, rel_tol, stop)
     if status != OK:
         return (weights, means, cov, lbs, n_iter, converged, status, -np.inf, 0.0, FIT_SINGULAR,
                 status)
@@ -1354,7 +1403,7 @@ def _cell_diag(X, w, wsum, code, K, labels, weights, means, cov, from_labels, re
 
 @njit(**_JIT)
 def _cell_full(X, w, wsum, code, K, labels, weights, means, cov, from_labels, reg, tol, rel_tol,
-               max_iter, inner_tol, inner_max):  # pragma: no cover - compiled
+               max_iter, inner_tol, inner_max, stop):  # pragma: no cover - compiled
     n, d = X.shape
     warm = True
     if from_labels:
@@ -1373,7 +1422,7 @@ def _cell_full(X, w, wsum, code, K, labels, weights, means, cov, from_labels, re
                     FIT_SINGULAR, status)
     weights, means, cov, _, lbs, n_iter, converged, status = _fit_full(
         X, w, wsum, code, weights, means, cov, reg, tol, max_iter, warm, -np.inf, inner_tol,
-        inner_max, rel_tol)
+        inner_max, rel_tol, stop)
     if status != OK:
         return (weights, means, cov, lbs, n_iter, converged, status, -np.inf, 0.0, FIT_SINGULAR,
                 status)
@@ -1442,6 +1491,7 @@ def fit_cell(
     max_iter: int,
     inner_max_iter: int = INNER_MAX_ITER,
     inner_tol: float = INNER_TOL,
+    stop: NDArray | None = None,
 ) -> CellFit:
     """One grid cell: a start, EM to convergence, and the end as model selection needs it.
 
@@ -1471,6 +1521,9 @@ def fit_cell(
         generalised EM step, and the cap bounds what a nearly singular component costs.
     inner_tol : float, default=INNER_TOL
         Relative tolerance of those inner iterations (mclust's ``tol[2]`` is sqrt(eps)).
+    stop : ndarray of shape (1,) of uint8, optional
+        Checked before every EM iteration: once another thread sets it, the fit ends with
+        status :data:`STOPPED` (compiled code cannot be interrupted otherwise).
 
     Returns
     -------
@@ -1491,7 +1544,8 @@ def fit_cell(
     kernel = _cell_diag if diagonal else _cell_full
     out = kernel(X, w, float(w.sum()), code, K, out_labels, weights, means, cov,
                  labels is not None, float(reg_covar), float(tol), float(rel_tol),
-                 int(max_iter), float(inner_tol), int(inner_max_iter))  # fmt: skip
+                 int(max_iter), float(inner_tol), int(inner_max_iter),
+                 np.zeros(1, dtype=np.uint8) if stop is None else stop)  # fmt: skip
     weights, means, cov, lbs, n_iter, converged, status, ll, icl, why, comp = out
     return CellFit(weights, means, cov, lbs, int(n_iter), bool(converged), int(status),
                    float(ll), float(icl), out_labels, int(why), int(comp))  # fmt: skip

@@ -863,7 +863,7 @@ def select(data, k_min, k_max, covariance_type, models, criterion, n_init, max_i
     with grid:
         result = run_select(
             table.X, range(k_min, k_max + 1), types, criterion, n_jobs=n_jobs,
-            random_state=seed, on_cell=grid.on_cell, callback=grid.on_iteration, n_init=n_init,
+            random_state=seed, on_cell=grid.on_cell, n_init=n_init,
             max_iter=max_iter, tol=tol, reg_covar=reg_covar,
         )  # fmt: skip
     lrt = None
@@ -1087,8 +1087,7 @@ def report(data, model_file, output, png_dir, k_min, k_max, covariance_type, n_i
     grid = _GridProgress(_progress_enabled(quiet), "BIC grid", len(ks) * len(types))
     with grid:
         selection = run_select(table.X, ks, types, "bic", n_jobs=n_jobs,
-                               random_state=seed, on_cell=grid.on_cell,
-                               callback=grid.on_iteration, n_init=n_init,
+                               random_state=seed, on_cell=grid.on_cell, n_init=n_init,
                                tol=tol)  # fmt: skip
     shown = model if model is not None else selection.best_model
     with warnings.catch_warnings():

@@ -34,7 +34,12 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from sklearn.utils.validation import _get_feature_names
 
-from gaussmix._covariance import COVARIANCE_MODELS, MCLUST_MODELS, CollapsedComponentError
+from gaussmix._covariance import (
+    COVARIANCE_MODELS,
+    MCLUST_MODELS,
+    SKLEARN_EQUIVALENT,
+    CollapsedComponentError,
+)
 from gaussmix._grid import LABEL_STARTS, fit_grid, same_partition
 from gaussmix.estimator import GaussianMixture
 
@@ -702,12 +707,15 @@ def select(
     results: dict[tuple[int, str], tuple[SelectionRow, GaussianMixture | None]] = {}
     # mclust's models from partitions: the compiled batch of gaussmix._grid; the rest (the
     # scikit-learn names, other starts, a per-iteration callback) cell by cell below
-    batch = [t for t in types if t in MCLUST_MODELS]
+    # (scikit-learn's four names run as their mclust equivalents, stored in their layout)
+    run_as = {t: SKLEARN_EQUIVALENT.get(t, t) for t in types}
+    batch = [t for t in types if run_as[t] in MCLUST_MODELS]
     if callback is not None or not set(starts) <= LABEL_STARTS:
         batch = []
     if batch:
         grid = fit_grid(
-            X, w, ks, batch, starts=starts, n_init=int(params.get("n_init", 1)),
+            X, w, ks, list(dict.fromkeys(run_as[t] for t in batch)), starts=starts,
+            n_init=int(params.get("n_init", 1)),
             seed=random_state,
             hc_partitions=lambda rows, rw: _hc_partitions(rows, rw, ks, starts, hc_model,
                                                           hc_use, random_state),
@@ -718,11 +726,13 @@ def select(
         )  # fmt: skip
         n_eff = float(n if w is None else w.sum())
         opts = {k: v for k, v in params.items() if k not in ("starts", "n_init")}
-        for done, (key, cell) in enumerate(grid.items(), start=1):
-            results[key] = _grid_row(cell, n_eff, opts, X.dtype)
-            if on_cell is not None:
-                on_cell(results[key][0], done, len(cells))
-        done_before = len(grid)
+        done_before = 0
+        for t in batch:
+            for k in ks:
+                results[(k, t)] = _grid_row(grid[(k, run_as[t])], t, n_eff, opts, X.dtype)
+                done_before += 1
+                if on_cell is not None:
+                    on_cell(results[(k, t)][0], done_before, len(cells))
         cells_left = [c for c in cells if c[1] not in batch]
     else:
         done_before, cells_left = 0, cells
@@ -743,18 +753,27 @@ def select(
     return SelectionResult(rows, criterion, best, models, n)
 
 
-def _grid_row(cell, n_eff: float, opts: dict[str, Any], dtype):
-    """A :class:`SelectionRow` and fitted model from a :class:`gaussmix._grid.Cell`."""
+def _grid_row(cell, name: str, n_eff: float, opts: dict[str, Any], dtype):
+    """A :class:`SelectionRow` and fitted model named ``name`` from a
+    :class:`gaussmix._grid.Cell` (of ``name`` or of its mclust equivalent)."""
     from gaussmix._em import EMResult
+    from gaussmix._params import MixtureParams
 
-    K, name, n_par = cell.n_components, cell.model, cell.n_parameters
+    K, n_par = cell.n_components, cell.n_parameters
     if cell.fit is None:
         return _failed(K, name, cell.reason, n_par), None
     fit = cell.fit
     log_likelihood = fit.log_likelihood
     bic = -2.0 * log_likelihood + n_par * np.log(n_eff)
     bounds = [float(v) for v in fit.lower_bounds]
-    result = EMResult(params=fit.params(name), lower_bound=bounds[-1] if bounds else -np.inf,
+    params = fit.params(cell.model)
+    if name != cell.model:
+        model = COVARIANCE_MODELS[name]
+        d = params.n_features
+        full = np.stack([params.model.full_matrix(params.covariances, k, d) for k in range(K)])
+        params = MixtureParams.from_covariances(params.weights, params.means,
+                                                model.from_full_matrices(full), model)  # fmt: skip
+    result = EMResult(params=params, lower_bound=bounds[-1] if bounds else -np.inf,
                       lower_bounds=bounds, n_iter=fit.n_iter, converged=fit.converged)  # fmt: skip
     row = SelectionRow(
         n_components=K,
