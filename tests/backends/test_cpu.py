@@ -136,6 +136,26 @@ def test_lower_triangular_factors_from_precisions_init(shape, covariance_type):
 
 
 @pytest.mark.parametrize("shape", SHAPES, ids=SHAPE_IDS)
+def test_factors_triangular_up_to_rounding_take_the_triangular_loops(shape):
+    # an M-step's upper factor has 1e-16 below the diagonal where the exact one has zeros
+    # (its inverse comes from an LU solve): read as upper, with the same statistics
+    rng = np.random.default_rng(9)
+    n, d, K = shape
+    exact = _params(rng, K, d, "full")
+    U = np.triu(exact.precisions_cholesky)
+    noisy_U = U + np.tril(rng.normal(size=U.shape), -1) * 1e-16 * np.abs(U).max()
+    noisy = MixtureParams.from_precisions_cholesky(exact.weights, exact.means, noisy_U, "full")
+    assert cpu_module.prepare(noisy, noisy.means, np.dtype(np.float64)).tri == 1
+    X = _data(rng, n, exact)
+    _assert_stats_close(CpuExecutor(X).e_step(noisy), NumpyExecutor(X).e_step(noisy), 1e-10)
+    # a genuinely dense factor stays dense
+    dense_U = U + np.tril(rng.normal(size=U.shape), -1) * 1e-3
+    dense = MixtureParams.from_precisions_cholesky(exact.weights, exact.means, dense_U, "full")
+    assert cpu_module.prepare(dense, dense.means, np.dtype(np.float64)).tri == 0
+    _assert_stats_close(CpuExecutor(X).e_step(dense), NumpyExecutor(X).e_step(dense), 1e-10)
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=SHAPE_IDS)
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_threads_never_change_the_sum(shape, dtype):
     rng = np.random.default_rng(1)
