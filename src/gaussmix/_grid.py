@@ -40,11 +40,12 @@ SEARCH_ROWS = 2000
 SEARCH_TOL_FACTOR = 10.0
 # the best few classifications of each K restart that K's other cells
 CROSS_SOURCES = 3
-# above SEARCH_ROWS, each cell is refitted on all rows from this many of its best search fits
-# (distinct classifications). Measured on the benchmark's 10 000 x 4 mixture against mclust:
-# 1 -> 107 of 126 cells within 0.5 BIC, 2 -> 108 (and a fallback when one fails on all rows);
-# a further round of cross-starts on all rows reached 109-111 for 1.2-2.6 s more
-REFINE = 2
+# above SEARCH_ROWS, each cell is refitted on all rows from its best search fit, or from the
+# next of up to this many (distinct classifications) when the refit fails. Measured on the
+# benchmark's 10 000 x 4 mixture against mclust: refitting the best one reached 107 of 126
+# cells within 0.5 BIC units, the best two 108 (for twice the refit time), a further round
+# of cross-starts on all rows 109-111 (for 1.2-2.6 s more)
+REFIT_CANDIDATES = 2
 # inner iterations per M-step of the iterative models (generalised EM): uncapped, a nearly
 # singular VVE/EVE component took the MM loop's 300 steps in every EM iteration (1.5 s for
 # one banknote fit); with 10 every mclust cell of the six fixture data sets is still reached
@@ -273,30 +274,29 @@ def fit_grid(
                                             CROSS_SOURCES)))  # fmt: skip
             best = {key: max(v, key=lambda f: f.log_likelihood) for key, v in fits.items() if v}
 
-        # phase 3 (subsampled search): refit each cell on all rows from its REFINE best
-        # search fits of distinct classifications, and keep the best
+        # phase 3 (subsampled search): refit each cell on all rows from its best search fit
+        # (from the next one, of another classification, if that one fails there)
         if Xs is not X:
-            tasks = []
-            for (k, model), found in fits.items():
+            candidates: dict[tuple[int, str], list[CellFit]] = {}
+            for key, found in fits.items():
                 chosen: list[CellFit] = []
                 for f in sorted(found, key=lambda f: -f.log_likelihood):
                     if not any(same_partition(f.labels, g.labels) for g in chosen):
                         chosen.append(f)
-                    if len(chosen) == REFINE:
+                    if len(chosen) == REFIT_CANDIDATES:
                         break
-                tasks += [(k, model, None, (f.weights, f.means, f.covariances), X, weights)
-                          for f in chosen]  # fmt: skip
+                candidates[key] = chosen
             refined: dict[tuple[int, str], CellFit] = {}
-
-            def keep_refined(outcomes):
-                for (k, model, *_), fit in outcomes:
-                    key = (k, model)
-                    if not _usable(fit):
-                        reasons[key].append(_reason(fit, reg_covar))
-                    elif key not in refined or fit.log_likelihood > refined[key].log_likelihood:
-                        refined[key] = fit
-
-            keep_refined(execute(tasks))
+            for round_ in range(REFIT_CANDIDATES):
+                tasks = [(k, model, None, (c[round_].weights, c[round_].means,
+                                           c[round_].covariances), X, weights)
+                         for (k, model), c in candidates.items()
+                         if len(c) > round_ and (k, model) not in refined]  # fmt: skip
+                for (k, model, *_), fit in execute(tasks):
+                    if _usable(fit):
+                        refined[(k, model)] = fit
+                    else:
+                        reasons[(k, model)].append(_reason(fit, reg_covar))
             best = refined
     except BaseException:
         stop[0] = 1
