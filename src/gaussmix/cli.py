@@ -812,7 +812,8 @@ def impute(model_file, data, method, seed, columns, output) -> None:
               help="k-means++ starts per cell, besides the hierarchical one.")  # fmt: skip
 @click.option("--max-iter", type=click.IntRange(min=1), default=1000, show_default=True)
 @click.option("--tol", type=click.FloatRange(min=0), default=1e-5, show_default=True,
-              help="EM stops when the mean log-likelihood changes by less.")  # fmt: skip
+              help="EM stops when the log-likelihood changes by less, relative to "
+                   "1 + |log L| (mclust's test).")  # fmt: skip
 @click.option("--reg-covar", type=click.FloatRange(min=0), default=1e-6, show_default=True)
 @click.option("--lrt", "lrt_boot", type=click.IntRange(min=0), default=0, show_default=True,
               metavar="B",
@@ -824,7 +825,7 @@ def impute(model_file, data, method, seed, columns, output) -> None:
     "--n-jobs",
     type=int,
     default=None,
-    help="Worker processes (-1: all cores). Default: all cores for big grids.",
+    help="Threads fitting the grid (-1: all cores). Default: all cores.",
 )
 @_columns_option
 @click.option(
@@ -1041,7 +1042,7 @@ def info(model_file, data, columns, as_json) -> None:
 @click.option("--tol", type=click.FloatRange(min=0), default=1e-5, show_default=True,
               help="EM convergence threshold of the grid's fits.")  # fmt: skip
 @click.option("--seed", type=_SEED, default=0, show_default=True)
-@click.option("--n-jobs", type=int, default=None, help="Worker processes for the grid.")
+@click.option("--n-jobs", type=int, default=None, help="Threads fitting the grid.")
 @click.option("--title", default=None, help="Page title.")
 @click.option(
     "--features",
@@ -1139,7 +1140,7 @@ def _parse_features(text: str | None, names: list[str]) -> list[int] | None:
     help="Folder for report.html and the data [default: a new private folder in the temp "
     "folder].",
 )
-@click.option("--n-jobs", type=int, default=None, help="Worker processes for the grids.")
+@click.option("--n-jobs", type=int, default=None, help="Threads fitting the grids.")
 @_json_option
 @_quiet_option
 def demo(output_dir, n_jobs, as_json, quiet) -> None:

@@ -10,12 +10,15 @@ best. Criteria use :class:`~gaussmix.GaussianMixture`'s sign convention (lower i
 The default grid is mclust's: its 14 covariance models × K = 1..9. Every cell starts from the
 partition of one model-based hierarchical clustering of the data (mclust's default
 initialisation, :mod:`gaussmix._hc`; one tree serves every K) and from a k-means++ start, runs
-EM to a tight tolerance, and keeps the better fit. A cell whose fit is singular or degenerate (a
+EM to mclust's tolerance, and keeps the better fit. A cell whose fit is singular or degenerate (a
 component on fewer than two points, a covariance held up only by ``reg_covar``, more free
 parameters than the data has values) is kept in the table as NA with its reason, as mclust
-reports ``NA``, and can never be chosen. Small data run through a compiled single-pass E-step
-(:class:`gaussmix._small.SmallExecutor`), larger data through the multi-threaded CPU engine; with
-``n_jobs`` the cells run in worker processes instead (one level of parallelism at a time).
+reports ``NA``, and can never be chosen. mclust's models (and scikit-learn's four names, as their
+mclust equivalents) are fitted by :mod:`gaussmix._grid`: one compiled call per (cell, start) in
+threads, the starts searched on a 2000-row subsample of larger data and each cell refitted on all
+rows. A per-iteration ``callback`` or other starts take the cell-by-cell path (``run_em``; a
+compiled single-pass E-step on small data, the CPU engine above; worker processes with
+``n_jobs``).
 """
 
 from __future__ import annotations
@@ -635,29 +638,33 @@ def select(
     criterion : {"bic", "aic", "icl"}, default="bic"
         What ``best`` minimises (ICL is computed at the same fit as BIC).
     n_jobs : int or None, default=None
-        None: cells run one after the other here, each fit using the cores (a compiled
-        single-pass E-step up to 20 000 rows, the multi-threaded CPU engine above). An integer
-        runs cells in that many worker processes, each fit on one thread (-1: all cores).
+        Threads running the grid's compiled fits (None: one per core; -1 all cores, -2 all but
+        one). On the cell-by-cell path (a ``callback``, or ``starts`` that are not partitions)
+        None runs cells one after the other and an integer runs them in that many worker
+        processes, each fit on one thread.
     random_state : int or None, default=0
         Seed of the hierarchical subset (above 2000 rows) and of each cell's k-means++ starts.
     sample_weight : array-like of shape (n_samples,), optional
         Row weights (repeated rows).
     starts : sequence of str, default=("hc", "k-means++")
-        Starts of every cell: ``"hc"`` (the hierarchical partition for its K) and any
-        ``init_params`` name; the fit with the highest likelihood is kept. ``n_init`` repeats
-        the non-hc starts.
+        Starts of every cell: ``"hc"`` (the hierarchical partition for its K),
+        ``"k-means++"`` (the rows nearest a k-means++ seeding), ``"kmeans"`` and any other
+        ``init_params`` name (those take the cell-by-cell path); the fit with the highest
+        likelihood is kept. ``n_init`` repeats the non-hc starts.
     hc_model, hc_use : str, default "VVV", "SVD"
         The hierarchical clustering's merge criterion ("VVV", "EII") and data transform
         ("SVD", "VARS"), as mclust's ``hcModelName`` and ``hcUse``.
     on_cell : callable, optional
         ``on_cell(row, done, total)`` after each cell finishes (progress display).
     callback : callable, optional
-        Receives every EM iteration's :class:`gaussmix.EMProgress` (cells run here only).
+        Receives every EM iteration's :class:`gaussmix.EMProgress`; it makes every cell take
+        the cell-by-cell path (``run_em``), much slower than the compiled grid.
     **params
-        ``tol`` (default 1e-5, on the change of the mean log-likelihood per row: tighter than
-        mclust's relative 1e-5), ``max_iter`` (default 1000), ``reg_covar`` (default 1e-6),
-        ``n_init`` (default 1), and other :class:`~gaussmix.GaussianMixture` parameters given
-        to the returned models.
+        ``tol`` (default 1e-5: mclust's test, the change of the total log-likelihood relative
+        to ``1 + |log L|``; on the cell-by-cell path the change of the mean log-likelihood per
+        row, tighter), ``max_iter`` (default 1000), ``reg_covar`` (default 1e-6), ``n_init``
+        (default 1), and other :class:`~gaussmix.GaussianMixture` parameters given to the
+        returned models.
 
     Returns
     -------
