@@ -437,7 +437,7 @@ def _upper8_log_joint(xt, m, K, mu, P, const, lj):
     M-step): the 36 multiply-adds of each row's ``(x - μ_k) P_k`` written out, so that the
     loop over rows keeps everything in registers and vectorises (the blocked general loops
     went through memory, 2.2x slower at d = 8). Fewer features are padded with zero factor
-    entries (``mu`` (K, 8) and ``P`` (K, 8, 8) from :func:`_pad8`; the rows of ``xt`` read in
+    entries (``mu`` (K, 8) and ``P`` (K, 8, 8) from :func:`_pad`; the rows of ``xt`` read in
     place of the missing features are then multiplied by 0)."""
     d = xt.shape[0]
     dt = xt.dtype.type
@@ -525,19 +525,65 @@ def _upper8_log_joint(xt, m, K, mu, P, const, lj):
 
 
 @nb.njit(**_JIT)
-def _pad8(means, prec, use):
-    """``means`` and ``prec`` padded with zeros to 8 features, for :func:`_upper8_log_joint`
-    (empty arrays when ``use`` is false)."""
+def _padded_width(d):
+    """Features of the written-out loops for ``d`` features (0: the general loops)."""
+    if 3 <= d <= 4:
+        return 4
+    if 5 <= d <= 8:
+        return 8
+    return 0
+
+
+@nb.njit(**_JIT)
+def _pad(means, prec, width):
+    """``means`` and ``prec`` padded with zeros to ``width`` (4 or 8) features, for
+    :func:`_upper4_log_joint` / :func:`_upper8_log_joint` (empty arrays for width 0)."""
     K, d = means.shape
-    n = K if use else 0
-    mu = np.zeros((n, 8), dtype=means.dtype)
-    P = np.zeros((n, 8, 8), dtype=prec.dtype)
+    n = K if width else 0
+    mu = np.zeros((n, width), dtype=means.dtype)
+    P = np.zeros((n, width, width), dtype=prec.dtype)
     for k in range(n):
         for i in range(d):
             mu[k, i] = means[k, i]
             for j in range(d):
                 P[k, i, j] = prec[k, i, j]
     return mu, P
+
+
+@nb.njit(**_JIT)
+def _upper4_log_joint(xt, m, K, mu, P, const, lj):
+    """:func:`_upper8_log_joint` for 3 or 4 features (padded to 4)."""
+    d = xt.shape[0]
+    dt = xt.dtype.type
+    i2 = min(2, d - 1)
+    i3 = min(3, d - 1)
+    for k in range(K):
+        m0 = mu[k, 0]
+        m1 = mu[k, 1]
+        m2 = mu[k, 2]
+        m3 = mu[k, 3]
+        p00 = P[k, 0, 0]
+        p01 = P[k, 0, 1]
+        p02 = P[k, 0, 2]
+        p03 = P[k, 0, 3]
+        p11 = P[k, 1, 1]
+        p12 = P[k, 1, 2]
+        p13 = P[k, 1, 3]
+        p22 = P[k, 2, 2]
+        p23 = P[k, 2, 3]
+        p33 = P[k, 3, 3]
+        c = const[k]
+        for r in range(m):
+            d0 = xt[0, r] - m0
+            d1 = xt[1, r] - m1
+            d2 = xt[i2, r] - m2
+            d3 = xt[i3, r] - m3
+            y0 = d0 * p00
+            y1 = d0 * p01 + d1 * p11
+            y2 = d0 * p02 + d1 * p12 + d2 * p22
+            y3 = d0 * p03 + d1 * p13 + d2 * p23 + d3 * p33
+            lj[k, r] = c - dt(0.5) * ((y0 * y0 + y1 * y1) + (y2 * y2 + y3 * y3))
+
 
 @nb.njit(**_JIT)
 def _row_max(lj, m, mx):
@@ -729,7 +775,8 @@ def _log_joint_tile(
 
     ``tri >= 4`` marks a tied covariance (factor ``prec[0]``, triangle ``tri - 4``): the rows
     are projected once, ``||x P - μ_k P||²`` then costs d per component instead of d².
-    ``mu8``/``P8``: the parameters padded for :func:`_upper8_log_joint` (empty: not used).
+    ``mu8``/``P8``: the parameters padded to 4 or 8 features for the written-out loops of
+    upper triangular factors (:func:`_pad`; empty: not used).
     """
     dt = xt.dtype.type
     if tri >= 4:
@@ -754,7 +801,10 @@ def _log_joint_tile(
         _full2_log_joint(xt, m, K, means, prec, const, lj)
         return
     if mu8.shape[0] > 0:
-        _upper8_log_joint(xt, m, K, mu8, P8, const, lj)
+        if mu8.shape[1] == 8:
+            _upper8_log_joint(xt, m, K, mu8, P8, const, lj)
+        else:
+            _upper4_log_joint(xt, m, K, mu8, P8, const, lj)
         return
     for k in range(K):
         _mahalanobis_tile(xt, m, k, means, prec, tri, full, diff, y, acc)
@@ -777,7 +827,7 @@ def _estep_range(
     wdiff = np.empty((d, tile), dtype=X.dtype)
     yt = np.empty((d, tile), dtype=X.dtype)
     bias = _tied_bias(means, prec[0]) if tri >= 4 else np.empty((0, d), dtype=X.dtype)
-    mu8, P8 = _pad8(means, prec, full and tri == 1 and 5 <= d <= 8)
+    mu8, P8 = _pad(means, prec, _padded_width(d) if full and tri == 1 else 0)
     lj = np.empty((K, tile), dtype=X.dtype)
     y = np.empty((4, tile), dtype=X.dtype)
     acc = np.empty(tile, dtype=X.dtype)
@@ -1001,7 +1051,7 @@ def rows_op(
     lg = np.empty(tile)
     yt = np.empty((d, tile), dtype=X.dtype)
     bias = _tied_bias(means, prec[0]) if tri >= 4 else np.empty((0, d), dtype=X.dtype)
-    mu8, P8 = _pad8(means, prec, full and tri == 1 and 5 <= d <= 8)
+    mu8, P8 = _pad(means, prec, _padded_width(d) if full and tri == 1 else 0)
     n_groups = (n + group_rows - 1) // group_rows
     for g in range(first, min(stop, n_groups), step):
         end = min(n, (g + 1) * group_rows)
