@@ -23,14 +23,13 @@ from gaussmix._small import (
     start_from_labels,
 )
 from gaussmix.selection import _hc_partitions, select
-from mclust_fixtures import load_dataset
 
 REG = 1e-6
 
 
 @pytest.fixture(scope="module")
-def diabetes():
-    return np.ascontiguousarray(load_dataset("diabetes")[0], dtype=np.float64)
+def diabetes(mclust_data):
+    return mclust_data("diabetes")
 
 
 def _brute_same(a, b):

@@ -79,13 +79,13 @@ def _assert_same(fit, ref, name, rtol=None):
 
 
 @pytest.fixture(scope="module")
-def faithful():
-    return load_dataset("faithful")[0]
+def faithful(mclust_data):
+    return mclust_data("faithful")
 
 
 @pytest.fixture(scope="module")
-def iris():
-    return load_dataset("iris")[0]
+def iris(mclust_data):
+    return mclust_data("iris")
 
 
 @pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])
