@@ -174,3 +174,14 @@ def test_select_batch_equals_the_cell_by_cell_path_for_sklearn_names(diabetes):
         assert ma.covariances_.shape == mb.covariances_.shape
         np.testing.assert_allclose(ma.score(diabetes) * len(diabetes), a.log_likelihood,
                                    rtol=1e-10)  # fmt: skip
+
+
+def test_progress_reports_every_fit_of_every_stage(diabetes):
+    seen = {}
+    _grid(diabetes, 2, on_progress=lambda stage, done, total: seen.setdefault(stage, []).append(
+        (done, total)))
+    assert set(seen) == {"search", "cross-starts"}
+    for reports in seen.values():
+        total = reports[0][1]
+        assert [d for d, _ in reports] == list(range(1, total + 1))
+        assert all(t == total for _, t in reports)

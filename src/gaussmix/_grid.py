@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 
 import numpy as np
@@ -163,6 +163,7 @@ def fit_grid(
     threads: int | None = None,
     cross: bool = True,
     on_cell: Callable[[Cell, int, int], None] | None = None,
+    on_progress: Callable[[str, int, int], None] | None = None,
 ) -> dict[tuple[int, str], Cell]:
     """Fit every (K, model) cell of mclust's models and keep each cell's best usable fit.
 
@@ -186,6 +187,9 @@ def fit_grid(
         Restart each K's cells from its best few classifications.
     on_cell : callable, optional
         ``on_cell(cell, done, total)`` as cells get their final fit.
+    on_progress : callable, optional
+        ``on_progress(stage, done, total)`` as the fits of a stage end ("search",
+        "cross-starts", "refit on all rows").
 
     Returns
     -------
@@ -235,8 +239,23 @@ def fit_grid(
             return [_Done(run(t)) for t in tasks]
         return [pool.submit(run, t) for t in tasks]
 
-    def execute(tasks):
-        return [f.result() for f in submit(tasks)]
+    def finish(futures, stage):
+        """The futures' results, reporting progress as each ends."""
+        total = len(futures)
+        if on_progress is None or pool is None:
+            out = []
+            for done, f in enumerate(futures, start=1):
+                out.append(f.result())
+                if on_progress is not None:
+                    on_progress(stage, done, total)
+            return out
+        for done, _ in enumerate(as_completed(futures), start=1):
+            on_progress(stage, done, total)
+        # in submission order, whatever the order they ended in: the same grid every time
+        return [f.result() for f in futures]
+
+    def execute(tasks, stage):
+        return finish(submit(tasks), stage)
 
     def keep_best(outcomes):
         for (k, model, *_), fit in outcomes:
@@ -265,13 +284,13 @@ def fit_grid(
                 tasks += [(k, c.model, labels, None, Xs, ws)
                           for c in open_cells if c.n_components == k]  # fmt: skip
             pending += submit(tasks)
-        keep_best(f.result() for f in pending)
+        keep_best(finish(pending, "search"))
         best = {key: max(v, key=lambda f: f.log_likelihood) for key, v in fits.items() if v}
 
         # phase 2: each K's cells from the classifications of its best few models
         if cross:
             keep_best(execute(_cross_tasks(ks, models, cells, open_cells, best, Xs, ws,
-                                            CROSS_SOURCES)))  # fmt: skip
+                                            CROSS_SOURCES), "cross-starts"))  # fmt: skip
             best = {key: max(v, key=lambda f: f.log_likelihood) for key, v in fits.items() if v}
 
         # phase 3 (subsampled search): refit each cell on all rows from its best search fit
@@ -292,7 +311,7 @@ def fit_grid(
                                            c[round_].covariances), X, weights)
                          for (k, model), c in candidates.items()
                          if len(c) > round_ and (k, model) not in refined]  # fmt: skip
-                for (k, model, *_), fit in execute(tasks):
+                for (k, model, *_), fit in execute(tasks, "refit on all rows"):
                     if _usable(fit):
                         refined[(k, model)] = fit
                     else:

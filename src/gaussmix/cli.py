@@ -293,11 +293,10 @@ class _GridProgress(_DelayedProgress):
     def _fields(self) -> dict[str, str]:
         return {"last": "", "em": ""}
 
-    def on_iteration(self, p) -> None:
+    def on_progress(self, stage: str, done: int, total: int) -> None:
         if not self._ready():
             return
-        delta = "" if not math.isfinite(p.change) else f" Δ {p.change:+.2e}"
-        self.progress.update(self.task, em=f"iter {p.iteration} log-lik {p.lower_bound:.5f}{delta}")
+        self.progress.update(self.task, em=f"{stage}: {done}/{total} fits")
 
     def on_cell(self, row, done: int, total: int) -> None:
         self.total = total
@@ -864,7 +863,8 @@ def select(data, k_min, k_max, covariance_type, models, criterion, n_init, max_i
     with grid:
         result = run_select(
             table.X, range(k_min, k_max + 1), types, criterion, n_jobs=n_jobs,
-            random_state=seed, on_cell=grid.on_cell, n_init=n_init,
+            random_state=seed, on_cell=grid.on_cell, on_progress=grid.on_progress,
+            n_init=n_init,
             max_iter=max_iter, tol=tol, reg_covar=reg_covar,
         )  # fmt: skip
     lrt = None
@@ -1088,7 +1088,8 @@ def report(data, model_file, output, png_dir, k_min, k_max, covariance_type, n_i
     grid = _GridProgress(_progress_enabled(quiet), "BIC grid", len(ks) * len(types))
     with grid:
         selection = run_select(table.X, ks, types, "bic", n_jobs=n_jobs,
-                               random_state=seed, on_cell=grid.on_cell, n_init=n_init,
+                               random_state=seed, on_cell=grid.on_cell,
+                               on_progress=grid.on_progress, n_init=n_init,
                                tol=tol)  # fmt: skip
     shown = model if model is not None else selection.best_model
     with warnings.catch_warnings():

@@ -621,6 +621,7 @@ def select(
     hc_model: str = "VVV",
     hc_use: str = "SVD",
     on_cell: Callable[[SelectionRow, int, int], None] | None = None,
+    on_progress: Callable[[str, int, int], None] | None = None,
     callback: Callable | None = None,
     **params: Any,
 ) -> SelectionResult:
@@ -656,6 +657,9 @@ def select(
         ("SVD", "VARS"), as mclust's ``hcModelName`` and ``hcUse``.
     on_cell : callable, optional
         ``on_cell(row, done, total)`` after each cell finishes (progress display).
+    on_progress : callable, optional
+        ``on_progress(stage, done, total)`` as the compiled grid's fits end, stage by stage
+        ("search", "cross-starts", "refit on all rows"): progress before cells finish.
     callback : callable, optional
         Receives every EM iteration's :class:`gaussmix.EMProgress`; it makes every cell take
         the cell-by-cell path (``run_em``), much slower than the compiled grid.
@@ -729,7 +733,7 @@ def select(
             reg_covar=float(params.get("reg_covar", 1e-6)), tol=0.0,
             rel_tol=float(params["tol"]), max_iter=int(params["max_iter"]),
             threads=None if n_jobs is None else _resolve_jobs(n_jobs, len(cells)),
-            cross=cross,
+            cross=cross, on_progress=on_progress,
         )  # fmt: skip
         n_eff = float(n if w is None else w.sum())
         opts = {k: v for k, v in params.items() if k not in ("starts", "n_init")}
