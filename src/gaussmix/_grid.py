@@ -209,10 +209,13 @@ def fit_grid(
             cells[(k, model)] = cell
     open_cells = [c for c in cells.values() if c.reason is None]
 
-    # the search: on all rows, or on a uniform subsample of large data
-    if n > SEARCH_ROWS:
+    # the search: on all rows, or on a uniform subsample of large data (large enough for
+    # about 10 d rows per component at the largest K, so that wide data do not turn the
+    # search's fits singular where all rows would carry them)
+    search_rows = max(SEARCH_ROWS, 10 * d * max(ks))
+    if n > search_rows:
         rng = np.random.RandomState(seed)
-        keep = np.sort(rng.choice(n, SEARCH_ROWS, replace=False))
+        keep = np.sort(rng.choice(n, search_rows, replace=False))
         Xs, ws = np.ascontiguousarray(X[keep]), weights[keep]
     else:
         Xs, ws = X, weights
