@@ -87,13 +87,40 @@ def run_ours(X: np.ndarray, repeat: int):
     return best, result
 
 
+def markdown(rows: list[dict]) -> str:
+    """The README table of a ``--json`` run."""
+    out = ["| data | gaussmix s | mclust s | speed-up | cells ≥ mclust's BIC − 0.5 | "
+           "more than 10 below / above | gaussmix choice (mclust's BIC sign) | mclust choice |",
+           "|---|---:|---:|---:|---:|---:|---|---|"]  # fmt: skip
+    for r in rows:
+        shape = f"{r['n']} × {r['d']}" if not r["data"].startswith("simulated") else ""
+        name = r["data"] if not shape else f"{r['data']} {shape}"
+        if "mclust_s" not in r:
+            out.append(f"| {name} | {r['gaussmix_s']:.2f} | - | - | - | - | {r['choice']} "
+                       f"({r['bic_mclust_sign']:.2f}) | - |")  # fmt: skip
+            continue
+        below = r.get("cells_below_10", "-")
+        above = r.get("cells_above_10", "-")
+        out.append(
+            f"| {name} | {r['gaussmix_s']:.2f} | {r['mclust_s']:.2f} | {r['speedup']:.1f}× | "
+            f"{r['cells_reached']}/{r['cells_mclust']} | {below} / {above} | {r['choice']} "
+            f"({r['bic_mclust_sign']:.2f}) | {r['mclust_choice']} ({r['mclust_bic']:.2f}) |"
+        )
+    return "\n".join(out)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--sizes", type=int, nargs="*", default=[10_000, 100_000])
     ap.add_argument("--datasets", nargs="*", default=list(CLASSIC))
     ap.add_argument("--json")
+    ap.add_argument("--markdown", metavar="JSON",
+                    help="print the README table of an earlier --json run and exit")  # fmt: skip
     args = ap.parse_args()
+    if args.markdown:
+        print(markdown(json.loads(Path(args.markdown).read_text())))
+        return
     sets = [(name, load_dataset(name)[0]) for name in args.datasets]
     sets += [(f"simulated {n} x 4", simulated(n)) for n in args.sizes]
     select(sets[0][1][:100], k_range=range(1, 3))  # compile the kernels once, outside the timing
