@@ -173,17 +173,17 @@ def test_zero_iterations_returns_the_start(iris):
 
 def test_stale_cache_of_the_mm_loop_is_dropped(tmp_path, monkeypatch):
     """numba would keep the MM loop (and the inlined exp/log of the CPU kernels) compiled
-    into this file's cache after _mm_kernel.py (_cpu_kernels.py) changes: an index older than
+    into this file's cache after _mm_kernel.py (_vecmath.py) changes: an index older than
     either is removed at import."""
     import gaussmix._mm_kernel as kernel
     import gaussmix._small as small
-    from gaussmix.backends import _cpu_kernels
+    from gaussmix import _vecmath
 
     index = tmp_path / "stale.nbi"
     index.write_bytes(b"x")
     fresh = tmp_path / "fresh.nbi"
     fresh.write_bytes(b"x")
-    now = max(os.stat(m.__file__).st_mtime for m in (kernel, _cpu_kernels))
+    now = max(os.stat(m.__file__).st_mtime for m in (kernel, _vecmath))
     os.utime(index, (now - 10, now - 10))
     os.utime(fresh, (now + 10, now + 10))
 

@@ -32,7 +32,7 @@ from gaussmix._gaussian import LOG_2PI
 from gaussmix._mm_kernel import mm_orientation_loop
 from gaussmix._params import MixtureParams
 from gaussmix._stats import SuffStats
-from gaussmix.backends._cpu_kernels import exp_nonpos, log_ge1
+from gaussmix._vecmath import exp_nonpos, log_ge1
 
 __all__ = [
     "NON_FINITE",
@@ -1373,19 +1373,26 @@ def _end_full(X, w, wsum, cov, weights, means, reg, labels):  # pragma: no cover
 
 
 @njit(**_JIT)
+def _mean_shift(X, w, wsum, K):  # pragma: no cover - compiled
+    """The weighted data mean as every component's shift (a partition's statistics)."""
+    n, d = X.shape
+    centre = np.zeros(d)
+    for i in range(n):
+        for a in range(d):
+            centre[a] += w[i] * X[i, a]
+    shift = np.empty((K, d))
+    for k in range(K):
+        for a in range(d):
+            shift[k, a] = centre[a] / wsum
+    return shift
+
+
+@njit(**_JIT)
 def _cell_diag(X, w, wsum, code, K, labels, weights, means, cov, from_labels, reg, tol, rel_tol,
                max_iter, inner_tol, inner_max, stop):  # pragma: no cover - compiled
-    n, d = X.shape
     warm = True
     if from_labels:
-        centre = np.zeros(d)
-        for i in range(n):
-            for a in range(d):
-                centre[a] += w[i] * X[i, a]
-        shift = np.empty((K, d))
-        for k in range(K):
-            for a in range(d):
-                shift[k, a] = centre[a] / wsum
+        shift = _mean_shift(X, w, wsum, K)
         weights, means, cov, _, status = _labels_diag(X, w, labels, shift, code, reg,
                                                       inner_tol, inner_max)
         if status != OK:
@@ -1404,17 +1411,9 @@ def _cell_diag(X, w, wsum, code, K, labels, weights, means, cov, from_labels, re
 @njit(**_JIT)
 def _cell_full(X, w, wsum, code, K, labels, weights, means, cov, from_labels, reg, tol, rel_tol,
                max_iter, inner_tol, inner_max, stop):  # pragma: no cover - compiled
-    n, d = X.shape
     warm = True
     if from_labels:
-        centre = np.zeros(d)
-        for i in range(n):
-            for a in range(d):
-                centre[a] += w[i] * X[i, a]
-        shift = np.empty((K, d))
-        for k in range(K):
-            for a in range(d):
-                shift[k, a] = centre[a] / wsum
+        shift = _mean_shift(X, w, wsum, K)
         weights, means, cov, _, status = _labels_full(X, w, labels, shift, code, reg,
                                                       inner_tol, inner_max)
         if status != OK:
@@ -1560,12 +1559,11 @@ def _drop_stale_cache() -> None:
     file's cache indexes makes numba compile them again (and write new ones). Best effort: a
     numba without these attributes, or a read-only cache, leaves the cache as it is.
     """
-    from gaussmix import _mm_kernel
-    from gaussmix.backends import _cpu_kernels
+    from gaussmix import _mm_kernel, _vecmath
 
     try:
         # the MM loop and the inlined exp/log are compiled into this file's functions
-        kernel = max(os.stat(m.__file__).st_mtime for m in (_mm_kernel, _cpu_kernels))
+        kernel = max(os.stat(m.__file__).st_mtime for m in (_mm_kernel, _vecmath))
         for obj in list(globals().values()):
             cache_file = getattr(getattr(obj, "_cache", None), "_cache_file", None)
             index = getattr(cache_file, "_index_path", None)
