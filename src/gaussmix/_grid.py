@@ -98,9 +98,8 @@ def label_starts(
     starts: Sequence[str],
     n_init: int,
     seed,
-    hc: dict[int, NDArray],
 ) -> dict[int, list[NDArray]]:
-    """The distinct starting partitions of every K (the hc cut first).
+    """The distinct seeded starting partitions of every K (k-means++, kmeans).
 
     Each K draws its seedings from its own ``RandomState(seed)``, in the order of
     ``starts`` repeated ``n_init`` times, so every model of a K starts from the same ones.
@@ -110,8 +109,6 @@ def label_starts(
     out: dict[int, list[NDArray]] = {}
     for k in ks:
         sets: list[NDArray] = []
-        if "hc" in starts and k in hc:
-            sets.append(np.asarray(hc[k], dtype=np.intp))
         rng = np.random.RandomState(seed)
         for _ in range(max(int(n_init), 1)):
             for start in starts:
@@ -131,8 +128,8 @@ def label_starts(
 
 def _cost(task) -> float:
     k, model = task[0], task[1]
-    # EVE/VVE's inner MM loop makes their iterations the dearest
-    return k * (4.0 if model in ("EVE", "VVE") else 1.0)
+    # an iterative M-step (its inner loop) makes a model's iterations the dearest
+    return k * (4.0 if get_model(model).iterative else 1.0)
 
 
 def _reason(fit: CellFit, reg_covar: float) -> str:
@@ -179,7 +176,7 @@ def fit_grid(
     ks, models : sequences
         The grid (models: mclust's names).
     starts, n_init, seed :
-        Starting partitions (see :func:`label_starts`).
+        Starting partitions ("hc" and :func:`label_starts`'s).
     hc_partitions : callable
         ``hc_partitions(rows, weights) -> {K: labels}`` for the rows the search runs on.
     reg_covar, tol, rel_tol, max_iter :
@@ -277,7 +274,7 @@ def fit_grid(
         if pool is not None and "hc" in starts:
             hc_future = pool.submit(hc_partitions, Xs, ws_or_none)
         seeded_starts = [st for st in starts if st != "hc"]
-        seeded = label_starts(Xs, ws_or_none, ks, seeded_starts, n_init, seed, {})
+        seeded = label_starts(Xs, ws_or_none, ks, seeded_starts, n_init, seed)
         pending = submit([(c.n_components, c.model, labels, None, Xs, ws)
                           for c in open_cells for labels in seeded[c.n_components]])  # fmt: skip
         if "hc" in starts:
