@@ -65,7 +65,7 @@ def check_sample_weight(sample_weight: Any, n_samples: int, *, what: str = "X") 
 MAX_ABS: dict[np.dtype, float] = {np.dtype(np.float64): 1e150, np.dtype(np.float32): 1e15}
 
 
-def check_scale(X: NDArray, *, what: str = "X") -> None:
+def check_scale(X: NDArray, *, what: str = "X", largest: float | None = None) -> None:
     """Refuse values too large in magnitude for the working precision ``X.dtype``.
 
     Parameters
@@ -74,6 +74,8 @@ def check_scale(X: NDArray, *, what: str = "X") -> None:
         Finite data in its working precision.
     what : str, default="X"
         Name of the data in the error.
+    largest : float, optional
+        ``max |x|`` when the caller has it (one pass fewer over ``X``).
 
     Raises
     ------
@@ -85,7 +87,8 @@ def check_scale(X: NDArray, *, what: str = "X") -> None:
     limit = MAX_ABS.get(np.dtype(X.dtype), MAX_ABS[np.dtype(np.float64)])
     # max and min: two passes without an (n_samples, n_features) temporary
     # fmax/fmin skip NaN (missing values), where max/min would return NaN and pass any scale
-    largest = max(float(np.fmax.reduce(X, axis=None)), -float(np.fmin.reduce(X, axis=None)))
+    if largest is None:
+        largest = max(float(np.fmax.reduce(X, axis=None)), -float(np.fmin.reduce(X, axis=None)))
     if largest > limit:
         raise ValueError(
             f"{what} has values up to {largest:.3g} in absolute value, beyond the {limit:g} "

@@ -15,7 +15,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from sklearn.base import BaseEstimator, DensityMixin, _fit_context
 from sklearn.exceptions import ConvergenceWarning
-from sklearn.utils import check_random_state
+from sklearn.utils import assert_all_finite, check_random_state
 from sklearn.utils._param_validation import Interval, InvalidParameterError, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
@@ -383,13 +383,25 @@ class GaussianMixture(DistributionMixin, DensityMixin, BaseEstimator):
         return executor
 
     def _validate_predict_data(self, X) -> NDArray:
+        return self._checked_rows(X)[0]
+
+    def _checked_rows(self, X) -> tuple[NDArray, float, float]:
+        """Validated rows in the working dtype, and their ``(min, max)`` (NaN: some row has a
+        missing value)."""
         check_is_fitted(self)
-        X = validate_data(self, X, dtype=_FLOATS, reset=False, ensure_all_finite="allow-nan")
+        # the finiteness test comes with the min and max below: one pass over X, not four
+        X = validate_data(self, X, dtype=_FLOATS, reset=False, ensure_all_finite=False)
         # rows are evaluated in the model's precision or better: a float64 model rounded to
         # float32 rows lost up to 0.4 in log-density on data offset by 1e6
         X = X.astype(np.result_type(X.dtype, self.means_.dtype), copy=False)
-        check_scale(X)
-        return X
+        lo, hi = engine_module("cpu").extremes(X)
+        if math.isfinite(lo) and math.isfinite(hi):
+            check_scale(X, largest=max(hi, -lo))
+        else:
+            # missing values (allowed) or infinities (refused, in scikit-learn's words)
+            assert_all_finite(X, allow_nan=True, input_name="X")
+            check_scale(X)
+        return X, lo, hi
 
     # ------------------------------------------------------------------ fitting
     @_fit_context(prefer_skip_nested_validation=True)
@@ -670,14 +682,17 @@ class GaussianMixture(DistributionMixin, DensityMixin, BaseEstimator):
             engine = "torch"
         if engine not in IN_MEMORY_ENGINES:
             return engine_module(engine).predict_op(self, X, op)
-        X = self._validate_predict_data(X)
-        return self._in_memory_op(X, op)
+        X, lo, hi = self._checked_rows(X)
+        return self._in_memory_op(X, op, (lo, hi))
 
-    def _in_memory_op(self, X: NDArray, op: str) -> Any:
+    def _in_memory_op(
+        self, X: NDArray, op: str, extremes: tuple[float, float] | None = None
+    ) -> Any:
         # the cpu engine's compiled row kernels where it runs fits; they decline (None) inputs
         # the numpy code of _mixture handles better, which stays the reference
         params = self._fitted_params()
-        lo, hi = engine_module("cpu").extremes(X)  # one pass for both checks below
+        # (min, max) of X, NaN with missing values: one pass for both checks below
+        lo, hi = engine_module("cpu").extremes(X) if extremes is None else extremes
         if np.isnan(lo):
             # missing values: the numpy maths marginalise them (gaussmix._missing)
             return getattr(_mixture, op)(params, X)
@@ -858,11 +873,11 @@ class GaussianMixture(DistributionMixin, DensityMixin, BaseEstimator):
         """
         check_is_fitted(self)
         if resolve_engine("auto", X) in IN_MEMORY_ENGINES and self.device is None:
-            Xv = self._validate_predict_data(X)
+            Xv, lo, hi = self._checked_rows(X)
             # not self.bic(Xv): Xv has lost a DataFrame's names, and bic would warn of it
-            total = float(self._in_memory_op(Xv, "score_samples").sum())
+            total = float(self._in_memory_op(Xv, "score_samples", (lo, hi)).sum())
             bic = -2 * total + self._n_parameters() * np.log(Xv.shape[0])
-            return float(bic - 2.0 * self._in_memory_op(Xv, "log_resp_max"))
+            return float(bic - 2.0 * self._in_memory_op(Xv, "log_resp_max", (lo, hi)))
         log_joint = self.log_joint(X)
         if _is_dask(log_joint):
             import dask

@@ -297,15 +297,18 @@ def test_float32_fit_is_close_to_float64():
 
 @pytest.mark.parametrize("covariance_type", TYPES)
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_row_ops_equal_the_numpy_code(covariance_type, dtype):
+# 30 features: full and tied factors take the GEMM path (quadratic features in float64)
+@pytest.mark.parametrize("n_features", [4, 30])
+def test_row_ops_equal_the_numpy_code(covariance_type, dtype, n_features):
     rng = np.random.default_rng(13)
-    params = _params(rng, 5, 4, covariance_type, zero_weight=True)
+    params = _params(rng, 5, n_features, covariance_type, zero_weight=True)
     X = _data(rng, 3 * MIN_ROWS, params).astype(dtype)
     X[:10] += 300.0  # posteriors far below the exp cut-off
     ops = ["log_joint", "score_samples", "predict_proba", "predict", "log_resp_max"]
     fast = {op: cpu_module.row_op(params, X, op) for op in ops}
     ref = {op: getattr(_mixture, op)(params, X) for op in ops}
-    rtol = 1e-12 if dtype == np.float64 else 2e-5
+    # float32 rounding grows with the terms summed per distance
+    rtol = 1e-12 if dtype == np.float64 else 5e-6 * n_features
     for op in ops:
         assert np.asarray(fast[op]).dtype == np.asarray(ref[op]).dtype, op
     finite = np.isfinite(ref["log_joint"])
@@ -332,8 +335,6 @@ def test_estimator_predictions_use_the_engine_it_was_given():
 def test_row_ops_decline_what_numpy_does_better():
     assert _init._FAST_MIN_ROWS == MIN_ROWS
     rng = np.random.default_rng(14)
-    params = _params(rng, 2, 30, "full")
-    assert cpu_module.row_op(params, _data(rng, MIN_ROWS, params), "score_samples") is None
     small = _params(rng, 2, 3, "full")
     assert cpu_module.row_op(small, _data(rng, MIN_ROWS - 1, small), "predict") is None
 

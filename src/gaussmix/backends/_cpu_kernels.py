@@ -35,7 +35,11 @@ __all__ = [
     "extremes_groups",
     "f64_bits",
     "log_ge1",
-    "resp_from_projection",
+    "log_joint_from_projection",
+    "log_joint_from_split_projection",
+    "ops_from_log_joint",
+    "quadratic_features",
+    "resp_from_log_joint",
     "rows_op",
     "scaled_centred",
 ]
@@ -760,38 +764,19 @@ def estep_groups(
 
 
 @nb.njit(**_JIT)
-def resp_from_projection(Y, bias, const, per_component, w, weighted, offset, cut, R, lognorm):
-    """Weighted responsibilities of a chunk from its projections ``Y = X_chunk @ P``.
-
-    ``Y`` is (m, K·d) with block ``k`` holding ``x P_k`` (``per_component``) or (m, d) holding
-    ``x P`` shared by all components (tied); ``bias[k] = μ_k P_k`` (or ``μ_k P``). Writes
-    ``R[r, k] = w_r p(k | x_r)`` and ``lognorm[r] = w_r log p(x_r)`` (float64); ``offset`` is
-    the chunk's first row in ``w``.
-    """
+def log_joint_from_projection(Y, bias, const, L):
+    """``L[r, k] = const_k - ||y_r - bias_k||² / 2`` from a chunk's projections ``Y = X_c P``
+    by a factor ``P`` shared by all components (tied); ``bias[k] = μ_k P``."""
     m = Y.shape[0]
     K, d = bias.shape
     dt = Y.dtype.type
     for r in range(m):
         for k in range(K):
-            base = k * d if per_component else 0
             q = dt(0.0)
             for j in range(d):
-                t = Y[r, base + j] - bias[k, j]
+                t = Y[r, j] - bias[k, j]
                 q += t * t
-            R[r, k] = const[k] - dt(0.5) * q
-        mx = R[r, 0]
-        for k in range(1, K):
-            mx = max(mx, R[r, k])
-        tot = dt(0.0)
-        for k in range(K):
-            e = exp_nonpos(R[r, k] - mx, cut)
-            R[r, k] = e
-            tot += e
-        wr = w[offset + r] if weighted else 1.0
-        lognorm[r] = wr * (mx + math.log(tot))
-        scale = dt(wr) / tot
-        for k in range(K):
-            R[r, k] *= scale
+            L[r, k] = const[k] - dt(0.5) * q
 
 
 @nb.njit(**_JIT)
@@ -900,14 +885,13 @@ def rows_op(
                         out2[t0 + r, k] = lj[k, r] * inv
 
 @nb.njit(**_JIT)
-def resp_from_split_projection(YL, YR, biasL, biasR, const, w, weighted, offset, cut, R, lognorm):
-    """Weighted responsibilities from per-component projections split in two column blocks.
+def log_joint_from_split_projection(YL, YR, biasL, biasR, const, L):
+    """Every component's log-joint from per-component projections split in two column blocks.
 
     Component ``k``'s ``x P_k`` is ``YL[r, k·h:(k+1)·h]`` followed by ``YR[r, k·h':(k+1)·h']``
     (``h`` may be 0), and its ``μ_k P_k`` is ``biasL[k]`` followed by ``biasR[k]``: with upper
     triangular factors the first ``h`` columns only involve the first ``h`` features, which
-    saves a quarter of the GEMM. Writes ``R`` and ``lognorm`` as
-    :func:`resp_from_projection` does.
+    saves a quarter of the GEMM. ``L[r, k] = const_k - ||x_r P_k - μ_k P_k||² / 2``.
     """
     m = YR.shape[0]
     K, h = biasL.shape
@@ -922,20 +906,7 @@ def resp_from_split_projection(YL, YR, biasL, biasR, const, w, weighted, offset,
             for j in range(hr):
                 t = YR[r, k * hr + j] - biasR[k, j]
                 q += t * t
-            R[r, k] = const[k] - dt(0.5) * q
-        mx = R[r, 0]
-        for k in range(1, K):
-            mx = max(mx, R[r, k])
-        tot = dt(0.0)
-        for k in range(K):
-            e = exp_nonpos(R[r, k] - mx, cut)
-            R[r, k] = e
-            tot += e
-        wr = w[offset + r] if weighted else 1.0
-        lognorm[r] = wr * (mx + math.log(tot))
-        scale = dt(wr) / tot
-        for k in range(K):
-            R[r, k] *= scale
+            L[r, k] = const[k] - dt(0.5) * q
 
 
 @nb.njit(**_JIT)
@@ -969,8 +940,12 @@ def quadratic_features(X, c, F, xc):
 
 @nb.njit(**_JIT)
 def resp_from_log_joint(L, w, weighted, offset, cut, R, lognorm):
-    """Weighted responsibilities ``R`` and ``lognorm`` (as :func:`resp_from_projection`)
-    from the log-joint ``L[r, k] = log φ_k + log N(x_r; μ_k, Σ_k)`` of a chunk."""
+    """Weighted responsibilities of a chunk from its log-joint
+    ``L[r, k] = log φ_k + log N(x_r; μ_k, Σ_k)``.
+
+    Writes ``R[r, k] = w_r p(k | x_r)`` and ``lognorm[r] = w_r log p(x_r)`` (float64);
+    ``offset`` is the chunk's first row in ``w``. ``R`` may be ``L`` itself.
+    """
     m, K = L.shape
     dt = L.dtype.type
     for r in range(m):
@@ -987,6 +962,40 @@ def resp_from_log_joint(L, w, weighted, offset, cut, R, lognorm):
         scale = dt(wr) / tot
         for k in range(K):
             R[r, k] *= scale
+
+
+@nb.njit(**_JIT)
+def ops_from_log_joint(L, cut, op, offset, out1, labels):
+    """The row-wise ``op`` of :func:`rows_op` (1-4) from a chunk's log-joint ``L`` (m, K).
+
+    ``L`` is overwritten (posteriors, op 2, in place); ``out1`` and ``labels`` are indexed
+    from row ``offset``.
+    """
+    m, K = L.shape
+    dt = L.dtype.type
+    for r in range(m):
+        mx = L[r, 0]
+        best = 0
+        for k in range(1, K):
+            if L[r, k] > mx:
+                mx = L[r, k]
+                best = k
+        if op == 3:
+            labels[offset + r] = best
+            continue
+        tot = dt(0.0)
+        for k in range(K):
+            e = exp_nonpos(L[r, k] - mx, cut)
+            L[r, k] = e
+            tot += e
+        if op == 1:
+            out1[offset + r] = np.float64(mx) + math.log(tot)
+        elif op == 4:
+            out1[offset + r] = -math.log(tot)
+        else:
+            inv = dt(1.0) / tot
+            for k in range(K):
+                L[r, k] *= inv
 
 
 @nb.njit(**_JIT)

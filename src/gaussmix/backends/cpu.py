@@ -45,7 +45,7 @@ import functools
 import itertools
 import os
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import nullcontext
 from dataclasses import dataclass
 
@@ -141,7 +141,15 @@ def _run_threads(task, n_threads: int) -> None:
     if n_threads == 1:
         task(0, 1)
         return
-    futures = [_pool(n_threads).submit(task, t, n_threads) for t in range(n_threads)]
+    # the calling thread runs the first share itself: one thread fewer to wake (a wake-up is
+    # tens of microseconds, a noticeable share of a 1 ms iteration at W1)
+    pool = _pool(n_threads - 1)
+    futures = [pool.submit(task, t, n_threads) for t in range(1, n_threads)]
+    try:
+        task(0, n_threads)
+    finally:
+        # the workers finish before anything is raised: they write into the caller's arrays
+        wait(futures)
     for f in futures:
         f.result()
 
@@ -482,50 +490,18 @@ class CpuExecutor:
 
     def _blas_task(self, params, prep, rows, G, w, weighted, cut, nk, sx, sxx, ll):
         _k = _kernels()
-        X, dtype = self.X, self.dtype
+        X = self.X
         K, d = params.means.shape
-        P = params.model.component_factors(params.precisions_cholesky, K, d)
-        if prep.tri % 4 == 1:
-            P = np.triu(P)  # without the rounding noise below the diagonal (as prepare)
-        per_component = not params.model.shared_factor
-        if not per_component:
-            P = P[0]
-        # upper triangular factors (every M-step's): the first h columns of x P_k involve
-        # only the first h features, so the projection is two GEMMs with 3/4 of the work
-        h = d // 2 if per_component and prep.tri == 1 else 0
-        if per_component:
-            bias = np.einsum("kd,kde->ke", params.means, P)
-            # [P_1 ... P_K] side by side: one GEMM gives every component's projection
-            PL = np.array(P[:, :h, :h].transpose(1, 0, 2).reshape(h, K * h), dtype=dtype)
-            PR = np.array(P[:, :, h:].transpose(1, 0, 2).reshape(d, K * (d - h)), dtype=dtype)
-            biasL = np.array(bias[:, :h], dtype=dtype, order="C")
-            biasR = np.array(bias[:, h:], dtype=dtype, order="C")
-        else:
-            PR = np.array(P, dtype=dtype, order="C")
-            biasR = np.array(params.means @ P, dtype=dtype, order="C")
-        m = int(max(64, min(rows, _BLAS_CHUNK_ELEMENTS // (K * d))))
-        # float64: every component's log-joint from quadratic features of the rows, one GEMM
-        # of half the work above (float32 keeps the projections: the expanded quadratic form
-        # cancels too much in single precision)
-        # (and only while d(d+1)/2 features of a few rows stay small: d <= 360)
-        quad = per_component and dtype == np.float64 and d * (d + 1) // 2 + d + 1 <= 1 << 16
-        if quad:
-            centre, Wq = _quadratic_weights(params, P, prep.const)
-            mq = int(max(8, min(m, _QUAD_FEATURE_ELEMENTS // Wq.shape[0])))
-
+        layout = _blas_layout(params, prep, self.dtype, rows)
+        m = layout.chunk
         # groups are claimed one at a time by whichever thread is free (see _run_groups)
         claims = itertools.count()
 
         def task(_first, _step):
-            if quad:
-                F = np.empty((mq, Wq.shape[0]))
-                L = np.empty((m, K))
-                xc = np.empty(d)
-            YL = np.empty((0 if quad else m, PL.shape[1] if per_component else 0), dtype=dtype)
-            YR = np.empty((0 if quad else m, PR.shape[1]), dtype=dtype)
-            R = np.empty((m, K), dtype=dtype)
+            scratch = layout.scratch()
+            R = np.empty((m, K), dtype=self.dtype)
             lognorm = np.empty(m)
-            Z = np.empty(K * m * d, dtype=dtype)
+            Z = np.empty(K * m * d, dtype=self.dtype)
             counts = np.empty(K, dtype=np.int64)
             for g in claims:
                 if g >= G:
@@ -539,43 +515,8 @@ class CpuExecutor:
                     e = min(stop_g, s + m)
                     c = e - s
                     Xc = X[s:e]
-                    if quad:
-                        for q in range(0, c, mq):
-                            cq = min(c, q + mq) - q
-                            _k.quadratic_features(Xc[q : q + cq], centre, F[:cq], xc)
-                            np.matmul(F[:cq], Wq, out=L[q : q + cq])
-                        _k.resp_from_log_joint(L[:c], w, weighted, s, cut, R[:c], lognorm[:c])
-                    elif per_component:
-                        np.matmul(Xc, PR, out=YR[:c])
-                        if h:
-                            np.matmul(Xc[:, :h], PL, out=YL[:c])
-                        _k.resp_from_split_projection(
-                            YL[:c],
-                            YR[:c],
-                            biasL,
-                            biasR,
-                            prep.const,
-                            w,
-                            weighted,
-                            s,
-                            cut,
-                            R[:c],
-                            lognorm[:c],
-                        )
-                    else:
-                        np.matmul(Xc, PR, out=YR[:c])
-                        _k.resp_from_projection(
-                            YR[:c],
-                            biasR,
-                            prep.const,
-                            False,
-                            w,
-                            weighted,
-                            s,
-                            cut,
-                            R[:c],
-                            lognorm[:c],
-                        )
+                    layout.log_joint(Xc, R[:c], scratch)
+                    _k.resp_from_log_joint(R[:c], w, weighted, s, cut, R[:c], lognorm[:c])
                     ll[g] += float(lognorm[:c].sum())
                     # a C-contiguous (K, c, d) view for partial chunks too: one compiled kernel
                     Zc = Z[: K * c * d].reshape(K, c, d)
@@ -608,6 +549,101 @@ class CpuExecutor:
         return self._init_rows
 
 
+@dataclass(frozen=True)
+class _BlasLayout:
+    """Every component's log-joint of a chunk of rows by GEMM (full factors, many features).
+
+    float64: the log-joint is one GEMM of the rows' quadratic features with weights built
+    from the precision matrices (half the multiply-adds of ``X @ [P_1 ... P_K]``); float32
+    keeps the projections (the expanded quadratic form cancels too much in single precision)
+    and a tied factor projects each row once.
+    """
+
+    K: int
+    d: int
+    dtype: np.dtype
+    const: NDArray  # (K,) in the working dtype
+    quad: bool
+    per_component: bool
+    PL: NDArray  # (h, K·h): the first h columns of every upper triangular factor
+    PR: NDArray  # (d, K·(d - h)), or (d, d) tied
+    biasL: NDArray  # (K, h): μ_k P_k, first h columns
+    biasR: NDArray  # (K, d - h), or (K, d) tied
+    centre: NDArray  # (d,) origin of the quadratic features
+    Wq: NDArray  # (d(d+1)/2 + d + 1, K) weights of the quadratic features
+    chunk: int  # rows per chunk
+    quad_rows: int  # rows per block of quadratic features (about L2-sized)
+
+    def scratch(self) -> tuple[NDArray, ...]:
+        """One thread's work arrays."""
+        m, K, dt = self.chunk, self.K, self.dtype
+        if self.quad:
+            return np.empty((self.quad_rows, self.Wq.shape[0])), np.empty(self.d)
+        YL = np.empty((m, self.PL.shape[1] if self.per_component else 0), dtype=dt)
+        return YL, np.empty((m, self.PR.shape[1]), dtype=dt), np.empty((0, K), dtype=dt)
+
+    def log_joint(self, Xc: NDArray, L: NDArray, scratch: tuple[NDArray, ...]) -> None:
+        """``L[r, k] = log φ_k + log N(x_r; μ_k, Σ_k)`` for the rows ``Xc`` (at most
+        ``chunk``); ``L`` is C-contiguous, of the working dtype."""
+        _k = _kernels()
+        c = Xc.shape[0]
+        if self.quad:
+            F, xc = scratch
+            mq = self.quad_rows
+            for q in range(0, c, mq):
+                cq = min(c, q + mq) - q
+                _k.quadratic_features(Xc[q : q + cq], self.centre, F[:cq], xc)
+                np.matmul(F[:cq], self.Wq, out=L[q : q + cq])
+            return
+        YL, YR, _ = scratch
+        np.matmul(Xc, self.PR, out=YR[:c])
+        if not self.per_component:
+            _k.log_joint_from_projection(YR[:c], self.biasR, self.const, L)
+            return
+        if self.PL.shape[0]:
+            np.matmul(Xc[:, : self.PL.shape[0]], self.PL, out=YL[:c])
+        _k.log_joint_from_split_projection(
+            YL[:c], YR[:c], self.biasL, self.biasR, self.const, L
+        )
+
+
+def _blas_layout(params: MixtureParams, prep: _Prepared, dtype: np.dtype, rows: int):
+    """The :class:`_BlasLayout` of ``params`` for chunks of at most ``rows`` rows."""
+    K, d = params.means.shape
+    P = params.model.component_factors(params.precisions_cholesky, K, d)
+    if prep.tri % 4 == 1:
+        P = np.triu(P)  # without the rounding noise below the diagonal (as prepare)
+    per_component = not params.model.shared_factor
+    if not per_component:
+        P = P[0]
+    # upper triangular factors (every M-step's): the first h columns of x P_k involve
+    # only the first h features, so the projection is two GEMMs with 3/4 of the work
+    h = d // 2 if per_component and prep.tri == 1 else 0
+    if per_component:
+        bias = np.einsum("kd,kde->ke", params.means, P)
+        # [P_1 ... P_K] side by side: one GEMM gives every component's projection
+        PL = np.array(P[:, :h, :h].transpose(1, 0, 2).reshape(h, K * h), dtype=dtype)
+        PR = np.array(P[:, :, h:].transpose(1, 0, 2).reshape(d, K * (d - h)), dtype=dtype)
+        biasL = np.array(bias[:, :h], dtype=dtype, order="C")
+        biasR = np.array(bias[:, h:], dtype=dtype, order="C")
+    else:
+        PL = biasL = np.empty((0, 0), dtype=dtype)
+        PR = np.array(P, dtype=dtype, order="C")
+        biasR = np.array(params.means @ P, dtype=dtype, order="C")
+    m = int(max(64, min(rows, _BLAS_CHUNK_ELEMENTS // (K * d))))
+    # only while d(d+1)/2 features of a few rows stay small: d <= 360
+    quad = per_component and dtype == np.float64 and d * (d + 1) // 2 + d + 1 <= 1 << 16
+    if quad:
+        centre, Wq = _quadratic_weights(params, P, prep.const)
+        mq = int(max(8, min(m, _QUAD_FEATURE_ELEMENTS // Wq.shape[0])))
+    else:
+        centre, Wq, mq = np.empty(0), np.empty((0, K)), 0
+    return _BlasLayout(
+        K, d, np.dtype(dtype), prep.const, quad, per_component, PL, PR, biasL, biasR,
+        centre, Wq, m, mq,
+    )  # fmt: skip
+
+
 _OPS = {"log_joint": 0, "score_samples": 1, "predict_proba": 2, "predict": 3, "log_resp_max": 4}
 
 
@@ -626,8 +662,9 @@ def row_op(params: MixtureParams, X: NDArray, op: str, n_threads: int | None = N
     -------
     result : ndarray or float or None
         As the function of the same name in :mod:`gaussmix._mixture`; None where the numpy
-        code is the better choice (fewer than ``MIN_ROWS`` rows, full/tied covariances with
-        more than ``BLAS_MIN_FEATURES`` features, other dtypes).
+        code is the better choice (fewer than ``MIN_ROWS`` rows, other dtypes). Full and
+        tied factors with more than ``BLAS_MIN_FEATURES`` features take the E-step's GEMM
+        path.
     """
     if (
         not isinstance(X, np.ndarray)
@@ -635,7 +672,6 @@ def row_op(params: MixtureParams, X: NDArray, op: str, n_threads: int | None = N
         or X.dtype not in (np.float32, np.float64)
         or X.shape[0] < MIN_ROWS
         or X.shape[1] != params.n_features
-        or (params.model.moment == "full" and X.shape[1] > BLAS_MIN_FEATURES)
     ):
         return None
     _k = _kernels()
@@ -651,28 +687,53 @@ def row_op(params: MixtureParams, X: NDArray, op: str, n_threads: int | None = N
     out1 = np.empty(n if code in (1, 4) else 0)
     labels = np.empty(n if code == 3 else 0, dtype=np.intp)
     cut = _k.EXP_CUT[X.dtype]
+    n_threads = min(n_threads or default_threads(), n_groups)
+    if prep.full and d > BLAS_MIN_FEATURES:
+        # matrix-shaped, as the E-step: the log-joint by GEMM, chunk by chunk
+        layout = _blas_layout(params, prep, X.dtype, rows)
+        m = layout.chunk
+        L_dtype = np.float64 if layout.quad else X.dtype
+        claims = itertools.count()
 
-    def run(lo, hi):
-        _k.rows_op(
-            X,
-            prep.means,
-            prep.prec,
-            prep.tri,
-            prep.full,
-            prep.const,
-            cut,
-            tile,
-            code,
-            rows,
-            lo,
-            hi,
-            1,
-            out2,
-            out1,
-            labels,
-        )
+        def task(_first, _step):
+            scratch = layout.scratch()
+            L = np.empty((0 if code in (0, 2) else m, K), dtype=L_dtype)
+            for g in claims:
+                if g >= n_groups:
+                    return
+                for s in range(g * rows, min(n, (g + 1) * rows), m):
+                    e = min(n, s + m)
+                    # the rows' block of the output is the log-joint's own
+                    Lc = out2[s:e] if code in (0, 2) else L[: e - s]
+                    layout.log_joint(X[s:e], Lc, scratch)
+                    if code != 0:
+                        _k.ops_from_log_joint(Lc, cut, code, s, out1, labels)
 
-    _run_groups(run, n_groups, min(n_threads or default_threads(), n_groups))
+        with _single_threaded_blas():
+            _run_threads(task, n_threads)
+    else:
+
+        def run(lo, hi):
+            _k.rows_op(
+                X,
+                prep.means,
+                prep.prec,
+                prep.tri,
+                prep.full,
+                prep.const,
+                cut,
+                tile,
+                code,
+                rows,
+                lo,
+                hi,
+                1,
+                out2,
+                out1,
+                labels,
+            )
+
+        _run_groups(run, n_groups, n_threads)
     if code == 0:
         # the kernels work with a finite stand-in for log 0
         out2[:, params.weights == 0] = -np.inf
