@@ -450,3 +450,61 @@ def test_extremes_equal_numpy(dtype, n):
     assert cpu_module.extremes(np.empty((0, 3))) == (0.0, 0.0)
     # a non-contiguous view takes numpy's path, with the same answer
     assert cpu_module.extremes(X[:, ::2]) == (float(X[:, ::2].min()), float(X[:, ::2].max()))
+
+
+def _common_orientation_params(rng, name, K, d):
+    """Parameters of model ``name`` from one M-step on soft responsibilities of random data."""
+    from gaussmix._stats import SuffStats, accumulate, m_step
+
+    model = get_model(name)
+    X = rng.standard_normal((400, d)) @ rng.standard_normal((d, d)) + rng.normal(0, 3, d)
+    r = rng.dirichlet(np.ones(K), size=X.shape[0])
+    shift = np.zeros((K, d))
+    nk, sx, sxx = accumulate(X, r, shift, model.moment)
+    return m_step(SuffStats(shift, nk, sx, sxx, 0.0, float(len(X)), len(X)), model, 1e-6)
+
+
+@pytest.mark.parametrize("name", ["VEE", "EVE", "VVE"])
+@pytest.mark.parametrize("d", [5, 16, 30])  # the fused kernels, their general loops, BLAS
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_common_orientation_projects_once(name, d, dtype):
+    """VEE/EVE/VVE run as one projection on D scaled per component: E-step statistics and
+    row functions equal the numpy reference on the per-component Cholesky factors."""
+    rng = np.random.default_rng(21)
+    params = _common_orientation_params(rng, name, 4, d)
+    prep = cpu_module.prepare(params, params.means, np.dtype(dtype))
+    assert prep.tri == 4 and prep.prec.shape == (1, d, d)  # the shared layout is taken
+    assert not np.allclose(prep.scale, prep.scale[:1])  # with per-component scales
+    X = np.concatenate([_data(rng, 1500, params) for _ in range(4)]).astype(dtype)
+    ex = CpuExecutor(X)
+    assert ex.n_samples >= MIN_ROWS
+    got = ex.e_step(params)
+    ref = e_step_chunk(X.astype(np.float64), None, params, params.means)
+    # the eigenvectors of ill-conditioned covariances (random correlated data) carry their
+    # own rounding, as the Cholesky factors do: 1e-9, not the 1e-12 of identical arithmetic
+    rtol = 1e-9 if dtype == np.float64 else 1e-4
+    np.testing.assert_allclose(got.nk, ref.nk, rtol=rtol)
+    np.testing.assert_allclose(got.sxx, ref.sxx, rtol=rtol, atol=rtol * np.abs(ref.sxx).max())
+    assert got.log_likelihood == pytest.approx(ref.log_likelihood, rel=rtol)
+    for op in ("score_samples", "predict_proba"):
+        fast = cpu_module.row_op(params, X, op)
+        slow = getattr(_mixture, op)(params, X.astype(np.float64))
+        np.testing.assert_allclose(fast, slow, rtol=rtol, atol=rtol)
+
+
+def test_rotated_factors_are_the_precisions():
+    """``rotated_factors`` reproduces every precision matrix, and declines covariances
+    without a common orientation (then the per-component factors are used)."""
+    rng = np.random.default_rng(22)
+    for name in ("VEE", "EVE", "VVE"):
+        params = _common_orientation_params(rng, name, 3, 6)
+        D, s = params.model.rotated_factors(params.covariances, 3, 6)
+        np.testing.assert_allclose(D.T @ D, np.eye(6), atol=1e-13)
+        prec = np.einsum("ij,kj,lj->kil", D, s**2, D)
+        np.testing.assert_allclose(prec, params.precisions, rtol=1e-10, atol=1e-12)
+    vvv = _common_orientation_params(rng, "VVV", 3, 6)
+    assert get_model("VVE").rotated_factors(vvv.covariances, 3, 6) is None
+    for name in ("VVV", "EEE", "tied", "full", "diag", "VEV"):
+        model = get_model(name)
+        cov = _common_orientation_params(rng, name, 3, 6).covariances
+        assert model.rotated_factors(cov, 3, 6) is None

@@ -10,7 +10,9 @@ Array conventions inside the kernels:
 
 - ``prec`` is (K, d, d) for the "full" moment and (K, 1, d) for the "diag" moment (the inverse
   standard deviations); ``tri`` says which triangle of a full factor is non-zero (0 both,
-  1 upper, 2 lower) so the Mahalanobis term skips the zeros, plus 4 for a tied factor.
+  1 upper, 2 lower) so the Mahalanobis term skips the zeros, plus 4 for a factor shared by
+  all components up to per-component column scales ``scale`` (K, d) (tied: ones; a common
+  orientation D: ``a_k^(-1/2)``); ``scale`` is unused (may be empty) otherwise.
 - ``const[k] = log φ_k + log det P_k - d/2 log 2π``, finite (a zero weight is a very negative
   number, not -inf, so that fast-math is safe).
 - statistics are per *group* of rows, ``(n_groups, K, ...)`` in float64, summed afterwards in
@@ -574,12 +576,14 @@ def _tied_bias(means, P):
 
 @nb.njit(**_JIT)
 def _log_joint_tile(
-    xt, m, K, means, prec, tri, full, const, diff, y, acc, yt, bias, mu8, P8, lj
+    xt, m, K, means, prec, tri, full, const, diff, y, acc, yt, bias, scale, mu8, P8, lj
 ):
     """``lj[k, :m]``: log φ_k + log N(x; μ_k, Σ_k) of a transposed tile, every component.
 
-    ``tri >= 4`` marks a tied covariance (factor ``prec[0]``, triangle ``tri - 4``): the rows
-    are projected once, ``||x P - μ_k P||²`` then costs d per component instead of d².
+    ``tri >= 4`` marks a shared projection (``prec[0]``, triangle ``tri - 4``) with
+    per-component column scales ``scale`` (K, d): factors ``P_k = P diag(s_k)`` (a tied
+    covariance: s = 1; a common orientation: P = D, s_k = a_k^(-1/2)). The rows are projected
+    once, ``||(x P - μ_k P) s_k||²`` then costs d per component instead of d².
     ``mu8``/``P8``: the parameters padded to 4 or 8 features for the written-out loops of
     upper triangular factors (:func:`_pad`; empty: not used).
     """
@@ -593,8 +597,9 @@ def _log_joint_tile(
                 acc[r] = 0.0
             for j in range(d):
                 b = bias[k, j]
+                sc = scale[k, j]
                 for r in range(m):
-                    t = yt[j, r] - b
+                    t = (yt[j, r] - b) * sc
                     acc[r] += t * t
             for r in range(m):
                 lj[k, r] = c - dt(0.5) * acc[r]
@@ -620,7 +625,7 @@ def _log_joint_tile(
 
 @nb.njit(**_JIT)
 def _estep_range(
-    X, w, weighted, means, prec, tri, full, const, shift, cut, tile, start, stop,
+    X, w, weighted, means, prec, scale, tri, full, const, shift, cut, tile, start, stop,
     nk, sx, sxx,
 ):
     """Statistics of rows ``[start, stop)`` added into ``nk, sx, sxx``; returns Σ w log p(x)."""
@@ -645,7 +650,8 @@ def _estep_range(
         m = min(tile, stop - t0)
         _load_tile(X, t0, m, xt)
         _log_joint_tile(
-            xt, m, K, means, prec, tri, full, const, diff, y, acc, yt, bias, mu8, P8, lj
+            xt, m, K, means, prec, tri, full, const, diff, y, acc, yt, bias, scale, mu8, P8,
+            lj,
         )
         _row_max(lj, m, mx)
         _exp_tile(lj, m, mx, cut, tot)
@@ -738,8 +744,8 @@ def _scatter_tile(a, b, m, out):
 
 @nb.njit(**_JIT)
 def estep_groups(
-    X, w, weighted, means, prec, tri, full, const, shift, cut, tile, group_rows, first, stop,
-    step, nk, sx, sxx, ll,
+    X, w, weighted, means, prec, scale, tri, full, const, shift, cut, tile, group_rows, first,
+    stop, step, nk, sx, sxx, ll,
 ):
     """Statistics of row groups ``first, first + step, ...`` below ``stop``, each into its own
     slot.
@@ -758,15 +764,16 @@ def estep_groups(
         start = g * group_rows
         stop = min(n, start + group_rows)
         ll[g] = _estep_range(
-            X, w, weighted, means, prec, tri, full, const, shift, cut, tile, start, stop,
-            nk[g], sx[g], sxx[g],
+            X, w, weighted, means, prec, scale, tri, full, const, shift, cut, tile, start,
+            stop, nk[g], sx[g], sxx[g],
         )
 
 
 @nb.njit(**_JIT)
-def log_joint_from_projection(Y, bias, const, L):
-    """``L[r, k] = const_k - ||y_r - bias_k||² / 2`` from a chunk's projections ``Y = X_c P``
-    by a factor ``P`` shared by all components (tied); ``bias[k] = μ_k P``."""
+def log_joint_from_projection(Y, bias, scale, const, L):
+    """``L[r, k] = const_k - ||(y_r - bias_k) s_k||² / 2`` from a chunk's projections
+    ``Y = X_c P`` by a matrix shared by all components, ``bias[k] = μ_k P``: factors
+    ``P_k = P diag(s_k)`` (see :func:`_log_joint_tile`)."""
     m = Y.shape[0]
     K, d = bias.shape
     dt = Y.dtype.type
@@ -774,7 +781,7 @@ def log_joint_from_projection(Y, bias, const, L):
         for k in range(K):
             q = dt(0.0)
             for j in range(d):
-                t = Y[r, j] - bias[k, j]
+                t = (Y[r, j] - bias[k, j]) * scale[k, j]
                 q += t * t
             L[r, k] = const[k] - dt(0.5) * q
 
@@ -814,8 +821,8 @@ def scaled_centred(Xc, R, shift, Z, nk, sx, counts):
 
 @nb.njit(**_JIT)
 def rows_op(
-    X, means, prec, tri, full, const, cut, tile, op, group_rows, first, stop, step, out2, out1,
-    labels,
+    X, means, prec, scale, tri, full, const, cut, tile, op, group_rows, first, stop, step, out2,
+    out1, labels,
 ):
     """Row-wise functions of the log-joint matrix, for row groups ``first, first + step, ...``
     below ``stop``.
@@ -845,7 +852,8 @@ def rows_op(
             m = min(tile, end - t0)
             _load_tile(X, t0, m, xt)
             _log_joint_tile(
-                xt, m, K, means, prec, tri, full, const, diff, y, acc, yt, bias, mu8, P8, lj
+                xt, m, K, means, prec, tri, full, const, diff, y, acc, yt, bias, scale, mu8,
+                P8, lj,
             )
             if op == 0:
                 for r in range(m):

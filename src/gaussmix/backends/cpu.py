@@ -176,7 +176,8 @@ class _Prepared:
 
     means: NDArray  # (K, d)
     prec: NDArray  # (K, d, d) full moment, (K, 1, d) diag moment
-    tri: int  # 0 dense, 1 upper, 2 lower triangular factors; + 4 when tied
+    scale: NDArray  # (K, d) column scales of a shared projection (tri >= 4), else (0, d)
+    tri: int  # 0 dense, 1 upper, 2 lower triangular factors; + 4 when shared
     full: bool  # full moment
     const: NDArray  # (K,) log φ + log det P - d/2 log 2π, finite
     shift: NDArray  # (K, d) shift rounded to the working dtype
@@ -217,15 +218,23 @@ def prepare(
     K, d = params.means.shape
     model = params.model
     full = model.moment == "full"
-    P = model.component_factors(params.precisions_cholesky, K, d) if factors is None else factors
-    if full:
-        tri = _triangle(P)
+    rotated = model.rotated_factors(params.covariances, K, d) if full else None
+    scale = np.empty((0, d))
+    if factors is None and rotated is None:
+        factors = model.component_factors(params.precisions_cholesky, K, d)
+    if rotated is not None:
+        # a common orientation: one projection of each tile on D, scaled per component
+        P3, scale = rotated[0][None], rotated[1]
+        tri = 4
+    elif full:
+        tri = _triangle(factors)
         # the noise below (above) the diagonal is dropped: the kernels skip that triangle
-        P3 = np.triu(P) if tri == 1 else np.tril(P) if tri == 2 else P
+        P3 = np.triu(factors) if tri == 1 else np.tril(factors) if tri == 2 else factors
         if model.shared_factor:
             tri += 4  # one factor for all: the kernels project each tile once with P3[0]
+            scale = np.ones((K, d))
     else:
-        P3 = P.reshape(K, 1, d)
+        P3 = factors.reshape(K, 1, d)
         tri = 0
     with np.errstate(divide="ignore"):
         const = np.log(params.weights) + params.log_det_precision_cholesky - 0.5 * d * LOG_2PI
@@ -238,6 +247,7 @@ def prepare(
     return _Prepared(
         means=np.array(params.means, dtype=dtype, order="C"),
         prec=np.array(P3, dtype=dtype, order="C"),
+        scale=np.array(scale, dtype=dtype, order="C"),
         tri=tri,
         full=full,
         const=np.array(const, dtype=dtype),
@@ -442,6 +452,7 @@ class CpuExecutor:
                     weighted,
                     prep.means,
                     prep.prec,
+                    prep.scale,
                     prep.tri,
                     prep.full,
                     prep.const,
@@ -568,7 +579,8 @@ class _BlasLayout:
     PL: NDArray  # (h, K·h): the first h columns of every upper triangular factor
     PR: NDArray  # (d, K·(d - h)), or (d, d) tied
     biasL: NDArray  # (K, h): μ_k P_k, first h columns
-    biasR: NDArray  # (K, d - h), or (K, d) tied
+    biasR: NDArray  # (K, d - h), or (K, d) shared
+    scale: NDArray  # (K, d) column scales of a shared projection
     centre: NDArray  # (d,) origin of the quadratic features
     Wq: NDArray  # (d(d+1)/2 + d + 1, K) weights of the quadratic features
     chunk: int  # rows per chunk
@@ -598,7 +610,7 @@ class _BlasLayout:
         YL, YR, _ = scratch
         np.matmul(Xc, self.PR, out=YR[:c])
         if not self.per_component:
-            _k.log_joint_from_projection(YR[:c], self.biasR, self.const, L)
+            _k.log_joint_from_projection(YR[:c], self.biasR, self.scale, self.const, L)
             return
         if self.PL.shape[0]:
             np.matmul(Xc[:, : self.PL.shape[0]], self.PL, out=YL[:c])
@@ -610,12 +622,14 @@ class _BlasLayout:
 def _blas_layout(params: MixtureParams, prep: _Prepared, dtype: np.dtype, rows: int):
     """The :class:`_BlasLayout` of ``params`` for chunks of at most ``rows`` rows."""
     K, d = params.means.shape
-    P = params.model.component_factors(params.precisions_cholesky, K, d)
-    if prep.tri % 4 == 1:
-        P = np.triu(P)  # without the rounding noise below the diagonal (as prepare)
-    per_component = not params.model.shared_factor
-    if not per_component:
-        P = P[0]
+    per_component = prep.tri < 4
+    if per_component:
+        P = params.model.component_factors(params.precisions_cholesky, K, d)
+        if prep.tri == 1:
+            P = np.triu(P)  # without the rounding noise below the diagonal (as prepare)
+    else:
+        # one projection for all components, scaled per component (see prepare)
+        P = prep.prec[0].astype(np.float64)
     # upper triangular factors (every M-step's): the first h columns of x P_k involve
     # only the first h features, so the projection is two GEMMs with 3/4 of the work
     h = d // 2 if per_component and prep.tri == 1 else 0
@@ -640,7 +654,7 @@ def _blas_layout(params: MixtureParams, prep: _Prepared, dtype: np.dtype, rows: 
         centre, Wq, mq = np.empty(0), np.empty((0, K)), 0
     return _BlasLayout(
         K, d, np.dtype(dtype), prep.const, quad, per_component, PL, PR, biasL, biasR,
-        centre, Wq, m, mq,
+        prep.scale, centre, Wq, m, mq,
     )  # fmt: skip
 
 
@@ -718,6 +732,7 @@ def row_op(params: MixtureParams, X: NDArray, op: str, n_threads: int | None = N
                 X,
                 prep.means,
                 prep.prec,
+                prep.scale,
                 prep.tri,
                 prep.full,
                 prep.const,
