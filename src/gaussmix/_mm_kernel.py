@@ -23,7 +23,7 @@ SKIP_REL = 1e-18
 
 
 @njit(cache=True, nogil=True)
-def _profile(phi, u, r, p0, w, d, variable_volume):  # pragma: no cover - compiled
+def _profile(phi, u, r, p0, w, d, variable_volume, ratio):  # pragma: no cover - compiled
     """Change of one column pair's profile objective at rotation 2θ = φ, and its first two
     derivatives.
 
@@ -35,7 +35,8 @@ def _profile(phi, u, r, p0, w, d, variable_volume):  # pragma: no cover - compil
     = (u (1 - cos φ) - r sin φ)(u + t) without cancellation, so that the acceptance test
     "no increase" stays exact for steps whose effect is far below the objective's rounding
     (comparing two rounded objective values there is a coin toss that costs halvings).
-    ``w`` holds n_k (VVE) or G_k (EVE); ``p0`` holds P_k(0) = b_ii b_jj.
+    ``w`` holds n_k (VVE) or G_k (EVE); ``p0`` holds P_k(0) = b_ii b_jj. EVE writes
+    (P_k / P_k(0))^(1/d) into ``ratio``: the factor G_k takes if the rotation is made.
     """
     dh = 0.0
     h1 = 0.0
@@ -58,9 +59,10 @@ def _profile(phi, u, r, p0, w, d, variable_volume):  # pragma: no cover - compil
             h1 += w[k] * a
             h2 += w[k] * (b - a * a)
         else:
-            lg = np.log1p(x) / d
-            dh += w[k] * np.expm1(lg)
-            g = w[k] * np.exp(lg) / d
+            em = np.expm1(np.log1p(x) / d)
+            dh += w[k] * em
+            ratio[k] = 1.0 + em
+            g = w[k] * ratio[k] / d
             h1 += g * a
             h2 += g * ((1.0 / d - 1.0) * a * a + b)
     return dh, h1, h2
@@ -79,20 +81,27 @@ def _jacobi_sweep(W, D, nk, variable_volume):  # pragma: no cover - compiled
     no transcendental function.
     """
     K, d, _ = W.shape
-    B = np.empty((K, d, d))
+    # B[a, b, k] = (Dᵀ W_k D)[a, b]: components innermost, so that the per-pair quantities
+    # and the rotations below run over contiguous memory
+    B = np.empty((d, d, K))
+    WD = np.empty((d, d))
+    DtWD = np.empty((d, d))
+    Dt = np.ascontiguousarray(D.T)
     for k in range(K):
-        B[k] = D.T @ W[k] @ D
-    # log diag(b_k), kept current through the rotations: EVE's weights G_k and the scale of
-    # the skip threshold
-    logdiag = np.empty((K, d))
+        np.dot(W[k], D, WD)
+        np.dot(Dt, WD, DtWD)
+        for a in range(d):
+            for b in range(d):
+                B[a, b, k] = DtWD[a, b]
+    # EVE's weights G_k (kept current through the rotations by the profile's ratios) and the
+    # objective, the scale of the skip threshold
     G = np.empty(K)
     scale = 0.0
     for k in range(K):
         total = 0.0
         for q in range(d):
-            v = B[k, q, q]
-            logdiag[k, q] = np.log(v) if v > 0.0 else -np.inf
-            total += logdiag[k, q]
+            v = B[q, q, k]
+            total += np.log(v) if v > 0.0 else -np.inf
         G[k] = np.exp(total / d)
         scale += nk[k] * (total - d * np.log(nk[k])) if variable_volume else d * G[k]
     threshold = SKIP_REL * (1.0 + abs(scale)) if np.isfinite(scale) else 0.0
@@ -100,19 +109,24 @@ def _jacobi_sweep(W, D, nk, variable_volume):  # pragma: no cover - compiled
     u = np.empty(K)
     r = np.empty(K)
     p0 = np.empty(K)
+    ratio = np.empty(K)
+    accepted_ratio = np.empty(K)
+    old_ii = np.empty(K)
+    old_jj = np.empty(K)
+    old_ij = np.empty(K)
     for i in range(d - 1):
         for j in range(i + 1, d):
             h1 = 0.0
             h2 = 0.0
             singular = False
             for k in range(K):
-                bii = B[k, i, i]
-                bjj = B[k, j, j]
+                bii = B[i, i, k]
+                bjj = B[j, j, k]
                 if not (bii > 0.0 and bjj > 0.0):
                     singular = True
                     break
                 u[k] = 0.5 * (bii - bjj)
-                r[k] = B[k, i, j]
+                r[k] = B[i, j, k]
                 p0[k] = bii * bjj
                 # derivatives at φ = 0 (t = u, t' = r): no cos, sin or log
                 a = -2.0 * u[k] * r[k] / p0[k]
@@ -137,7 +151,7 @@ def _jacobi_sweep(W, D, nk, variable_volume):  # pragma: no cover - compiled
                     step = -0.5
                 accepted = False
                 for _halve in range(40):
-                    hn, h1n, h2n = _profile(phi + step, u, r, p0, w, d, variable_volume)
+                    hn, h1n, h2n = _profile(phi + step, u, r, p0, w, d, variable_volume, ratio)
                     if hn <= h:
                         accepted = True
                         break
@@ -145,6 +159,8 @@ def _jacobi_sweep(W, D, nk, variable_volume):  # pragma: no cover - compiled
                 if not accepted:
                     break
                 phi += step
+                if not variable_volume:
+                    accepted_ratio[:] = ratio
                 done = (
                     abs(step) < 1e-14
                     or h - hn <= threshold
@@ -163,28 +179,35 @@ def _jacobi_sweep(W, D, nk, variable_volume):  # pragma: no cover - compiled
                 dj = D[q, j]
                 D[q, i] = c * di + s * dj
                 D[q, j] = -s * di + c * dj
+            # rows i and j (contiguous), then their mirror in columns i and j; the 2 × 2 block
+            # from its old entries
             for k in range(K):
-                p = B[k, i, i]
-                qq = B[k, j, j]
-                rr = B[k, i, j]
-                for q in range(d):
-                    if q == i or q == j:
-                        continue
-                    bi = B[k, q, i]
-                    bj = B[k, q, j]
-                    B[k, q, i] = c * bi + s * bj
-                    B[k, i, q] = B[k, q, i]
-                    B[k, q, j] = -s * bi + c * bj
-                    B[k, j, q] = B[k, q, j]
-                B[k, i, i] = c * c * p + 2.0 * c * s * rr + s * s * qq
-                B[k, j, j] = s * s * p - 2.0 * c * s * rr + c * c * qq
-                B[k, i, j] = (c * c - s * s) * rr + c * s * (qq - p)
-                B[k, j, i] = B[k, i, j]
-                if not variable_volume:
-                    old = logdiag[k, i] + logdiag[k, j]
-                    logdiag[k, i] = np.log(B[k, i, i]) if B[k, i, i] > 0.0 else -np.inf
-                    logdiag[k, j] = np.log(B[k, j, j]) if B[k, j, j] > 0.0 else -np.inf
-                    G[k] *= np.exp((logdiag[k, i] + logdiag[k, j] - old) / d)
+                old_ii[k] = B[i, i, k]
+                old_jj[k] = B[j, j, k]
+                old_ij[k] = B[i, j, k]
+            for q in range(d):
+                for k in range(K):
+                    bi = B[i, q, k]
+                    bj = B[j, q, k]
+                    B[i, q, k] = c * bi + s * bj
+                    B[j, q, k] = -s * bi + c * bj
+            for q in range(d):
+                if q == i or q == j:
+                    continue
+                for k in range(K):
+                    B[q, i, k] = B[i, q, k]
+                    B[q, j, k] = B[j, q, k]
+            for k in range(K):
+                p = old_ii[k]
+                qq = old_jj[k]
+                rr = old_ij[k]
+                B[i, i, k] = c * c * p + 2.0 * c * s * rr + s * s * qq
+                B[j, j, k] = s * s * p - 2.0 * c * s * rr + c * c * qq
+                B[i, j, k] = (c * c - s * s) * rr + c * s * (qq - p)
+                B[j, i, k] = B[i, j, k]
+            if not variable_volume:
+                for k in range(K):
+                    G[k] *= accepted_ratio[k]
 
 
 @njit(cache=True, nogil=True)
@@ -204,14 +227,17 @@ def mm_orientation_loop(W, nk, D, A, omega, variable_volume, tol, max_iter):  # 
     previous = np.inf
     diag = np.empty((K, d))
     WD = np.empty((d, d))
+    # W_k D for the current D: the shapes step forms it, the next MM 1 reuses it
+    WDk = np.empty((K, d, d))
+    for k in range(K):
+        np.dot(W[k], D, WDk[k])
     for _ in range(max_iter):
         # MM 1: Σ_k (W_k - ω_k I) D A_k⁻¹
         F = np.zeros((d, d))
         for k in range(K):
-            WD[:, :] = W[k] @ D
             for i in range(d):
                 for j in range(d):
-                    F[i, j] += (WD[i, j] - omega[k] * D[i, j]) / A[k, j]
+                    F[i, j] += (WDk[k, i, j] - omega[k] * D[i, j]) / A[k, j]
         P, _s, Rt = np.linalg.svd(F)
         D = P @ Rt
         # MM 2: Σ_k W_k D (A_k⁻¹ - α_k I), α_k = max_j 1/a_kj
@@ -220,7 +246,7 @@ def mm_orientation_loop(W, nk, D, A, omega, variable_volume, tol, max_iter):  # 
             alpha = 0.0
             for j in range(d):
                 alpha = max(alpha, 1.0 / A[k, j])
-            WD[:, :] = W[k] @ D
+            np.dot(W[k], D, WD)
             for i in range(d):
                 for j in range(d):
                     F[i, j] += WD[i, j] * (1.0 / A[k, j] - alpha)
@@ -231,12 +257,13 @@ def mm_orientation_loop(W, nk, D, A, omega, variable_volume, tol, max_iter):  # 
         # shapes: normalised diagonals of Dᵀ W_k D
         target = 0.0
         for k in range(K):
-            WD[:, :] = W[k] @ D
+            WDs = WDk[k]
+            np.dot(W[k], D, WDs)
             log_sum = 0.0
             for j in range(d):
                 v = 0.0
                 for i in range(d):
-                    v += D[i, j] * WD[i, j]
+                    v += D[i, j] * WDs[i, j]
                 if variable_volume:
                     v /= nk[k]
                 if not v > 0.0:
@@ -258,7 +285,7 @@ def mm_orientation_loop(W, nk, D, A, omega, variable_volume, tol, max_iter):  # 
             for j in range(d):
                 v = 0.0
                 for i in range(d):
-                    v += D[i, j] * WD[i, j]
+                    v += D[i, j] * WDs[i, j]
                 target += v / A[k, j]
         # the steps never increase the objective: an increase (or a decrease below tol) is
         # the rounding floor, where mclust's |change| test may never be met
