@@ -353,3 +353,171 @@ def test_cli_fits_and_describes_an_mclust_model(tmp_path):
     bad = subprocess.run([str(script), "fit", str(data), "-k", "2", "--covariance-type", "XYZ"],
                          capture_output=True, text=True, timeout=120)  # fmt: skip
     assert bad.returncode == 2 and "VEV" in bad.stderr
+
+
+# ------------------------------------------------------------------ EVE/VVE orientation kernel
+def _orientation_objective(W, nk, D, variable_volume):
+    """The profile objective the MM loop minimises over orthogonal D (shapes optimal for D)."""
+    diag = np.einsum("ji,kjl,li->ki", D, W, D)
+    if variable_volume:
+        return float(np.sum(nk * np.sum(np.log(diag / nk[:, None]), axis=1)))
+    return float(W.shape[1] * np.sum(np.exp(np.mean(np.log(diag), axis=1))))
+
+
+def _random_orthogonal(rng, d):
+    q, r = np.linalg.qr(rng.standard_normal((d, d)))
+    return q * np.sign(np.diag(r))
+
+
+def _start_shapes(W, nk, D, variable_volume):
+    """_mm_orientation's start shapes for axes D: λ_k A_k (VVE) or determinant-one A_k (EVE)."""
+    diag = np.einsum("ji,kjl,li->ki", D, W, D) / nk[:, None]
+    if variable_volume:
+        return diag
+    return diag / np.exp(np.mean(np.log(diag), axis=1, keepdims=True))
+
+
+def _common_axes_case(seed, K, d):
+    """Scatters W_k = n_k D diag(a_k) Dᵀ sharing the axes D exactly: D is then the global
+    minimiser of both objectives (Hadamard: Π diag(Dᵀ W_k D) >= det W_k, equal iff diagonal)."""
+    rng = np.random.default_rng(seed)
+    D = _random_orthogonal(rng, d)
+    nk = rng.uniform(20.0, 200.0, K)
+    a = rng.uniform(0.2, 5.0, (K, d))
+    W = np.einsum("ij,kj,lj->kil", D, nk[:, None] * a, D)
+    return W, nk, D, a
+
+
+@pytest.mark.parametrize("variable_volume", [True, False])
+@pytest.mark.parametrize("seed", range(4))
+def test_mm_loop_reaches_the_common_axes(seed, variable_volume):
+    """From a start 0.3 rad away, the loop (warm Jacobi polar factors, skipped rotation pairs)
+    ends on the exact minimiser, its objective equal to the minimum's to rounding."""
+    from scipy.linalg import expm
+
+    from gaussmix._mm_kernel import mm_orientation_loop
+
+    K, d = 3, 5
+    W, nk, D_true, a = _common_axes_case(seed, K, d)
+    rng = np.random.default_rng(100 + seed)
+    S = rng.standard_normal((d, d))
+    S = 0.3 * (S - S.T) / np.linalg.norm(S - S.T)
+    D0 = np.ascontiguousarray(D_true @ expm(S))
+    A0 = _start_shapes(W, nk, D0, variable_volume)
+    omega = np.linalg.eigvalsh(W)[:, -1]
+    D, A, _t, ok = mm_orientation_loop(W, nk, D0, A0, omega, variable_volume, 1e-15, 10_000)
+    assert ok
+    # the same axes up to column signs and order: |Dᵀ D_true| is a permutation matrix
+    overlap = np.abs(D.T @ D_true)
+    np.testing.assert_allclose(np.sort(overlap, axis=1)[:, -1], 1.0, atol=1e-9)
+    np.testing.assert_allclose(np.sort(overlap, axis=1)[:, :-1], 0.0, atol=1e-5)
+    np.testing.assert_allclose(D.T @ D, np.eye(d), atol=1e-13)
+    best = _orientation_objective(W, nk, D_true, variable_volume)
+    assert _orientation_objective(W, nk, D, variable_volume) == pytest.approx(best, rel=1e-13)
+    # shapes in D's column order: λ_k A_k (VVE, the true variances) or A_k (EVE, determinant 1)
+    expected = a[:, np.argmax(overlap, axis=1)]
+    if not variable_volume:
+        expected = expected / np.exp(np.mean(np.log(expected), axis=1, keepdims=True))
+    np.testing.assert_allclose(A, expected, rtol=1e-9)
+
+
+@pytest.mark.parametrize("variable_volume", [True, False])
+def test_mm_sweep_skips_only_negligible_rotations(variable_volume):
+    """At the minimiser turned by θ in one plane, a sweep undoes θ = 1e-3 (to rounding) and
+    leaves θ = 1e-13 alone (its decrease, ~θ², is far below the objective's rounding)."""
+    from gaussmix._mm_kernel import _jacobi_sweep
+
+    W, nk, D_true, _ = _common_axes_case(7, 3, 4)
+    for theta, moved in ((1e-3, True), (1e-13, False)):
+        c, s = np.cos(theta), np.sin(theta)
+        D = D_true.copy()
+        D[:, 0], D[:, 1] = c * D_true[:, 0] + s * D_true[:, 1], c * D_true[:, 1] - s * D_true[:, 0]
+        before = D.copy()
+        _jacobi_sweep(W, D, nk, variable_volume)
+        np.testing.assert_allclose(D, D_true, atol=1e-12)
+        assert (not np.array_equal(D, before)) == moved
+
+
+@pytest.mark.parametrize("variable_volume", [True, False])
+def test_mm_loop_is_stationary_for_scipy(variable_volume):
+    """On sample scatters (no exact common axes), BFGS over D·expm(S), S skew-symmetric, finds
+    nothing lower than the loop's answer."""
+    from scipy.linalg import expm
+    from scipy.optimize import minimize
+
+    from gaussmix._mm_kernel import mm_orientation_loop
+
+    rng = np.random.default_rng(3)
+    K, d = 3, 4
+    D_true = _random_orthogonal(rng, d)
+    nk = np.array([60.0, 150.0, 90.0])
+    W = np.empty((K, d, d))
+    for k in range(K):
+        X = rng.standard_normal((int(nk[k]), d)) * rng.uniform(0.3, 3.0, d) @ D_true.T
+        W[k] = X.T @ X
+    D0 = np.eye(d)
+    A0 = _start_shapes(W, nk, D0, variable_volume)
+    omega = np.linalg.eigvalsh(W)[:, -1]
+    D, _A, _t, ok = mm_orientation_loop(W, nk, D0, A0, omega, variable_volume, 1e-15, 10_000)
+    assert ok
+    iu = np.triu_indices(d, 1)
+
+    def f(x):
+        S = np.zeros((d, d))
+        S[iu] = x
+        return _orientation_objective(W, nk, D @ expm(S - S.T), variable_volume)
+
+    ours = f(np.zeros(len(iu[0])))
+    res = minimize(f, np.full(len(iu[0]), 1e-3), method="BFGS", options={"gtol": 1e-10})
+    assert res.fun >= ours - 1e-11 * abs(ours)
+
+
+def test_jacobi_polar_matches_svd():
+    """Warm (a nearby matrix's right singular vectors) and cold starts give SVD's polar
+    factor; a singular matrix is declined and left to the SVD fallback."""
+    from gaussmix._mm_kernel import _jacobi_polar, _orthogonal_factor
+
+    rng = np.random.default_rng(11)
+    d = 16
+    H, Q = np.empty((d, d)), np.empty((d, d))
+    for trial in range(20):
+        U, V = _random_orthogonal(rng, d), _random_orthogonal(rng, d)
+        sigma = np.exp(rng.uniform(np.log(1e-4), 0.0, d))
+        F = (U * sigma) @ V.T
+        near = F + 1e-3 * rng.standard_normal((d, d))
+        Vt = np.eye(d) if trial % 2 else np.ascontiguousarray(np.linalg.svd(near)[2])
+        assert _jacobi_polar(F, Vt, H, Q)
+        np.testing.assert_allclose(Q, U @ V.T, atol=1e-9)
+        np.testing.assert_allclose(Q.T @ Q, np.eye(d), atol=1e-14)
+        # Vt now holds F's right singular vectors: Vt FᵀF Vtᵀ is diagonal
+        G = Vt @ F.T @ F @ Vt.T
+        off = G - np.diag(np.diag(G))
+        assert np.abs(off).max() <= 1e-12 * np.abs(G).max()
+    F = rng.standard_normal((d, d))
+    F[:, 3] = 0.0
+    assert not _jacobi_polar(F, np.eye(d), H, Q)
+    P, _s, Rt = np.linalg.svd(F)
+    np.testing.assert_allclose(_orthogonal_factor(F, np.eye(d), H, Q, True), P @ Rt, atol=1e-12)
+
+
+def test_mm_sweep_never_increases_the_objective():
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from gaussmix._mm_kernel import _jacobi_sweep
+
+    @settings(max_examples=40, deadline=None)
+    @given(st.integers(0, 2**32 - 1), st.integers(1, 4), st.integers(2, 6), st.booleans())
+    def check(seed, K, d, variable_volume):
+        rng = np.random.default_rng(seed)
+        X = rng.standard_normal((K, d + 3, d)) * rng.uniform(0.1, 10.0, (K, 1, d))
+        W = np.einsum("kni,knj->kij", X, X)
+        nk = rng.uniform(1.0, 50.0, K)
+        D = _random_orthogonal(rng, d)
+        before = _orientation_objective(W, nk, D, variable_volume)
+        _jacobi_sweep(W, D, nk, variable_volume)
+        after = _orientation_objective(W, nk, D, variable_volume)
+        assert after <= before + 1e-12 * abs(before)
+        np.testing.assert_allclose(D.T @ D, np.eye(d), atol=1e-13)
+
+    check()
