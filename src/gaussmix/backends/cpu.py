@@ -183,6 +183,11 @@ class _Prepared:
     shift: NDArray  # (K, d) shift rounded to the working dtype
     shift_error: NDArray  # (K, d) float64: rounded shift minus requested shift
 
+    @property
+    def factors(self) -> tuple:
+        """The kernels' ``means, prec, scale, tri, full, const`` arguments, in that order."""
+        return self.means, self.prec, self.scale, self.tri, self.full, self.const
+
 
 @functools.lru_cache(maxsize=64)
 def _strict_upper(d: int) -> tuple[NDArray, NDArray]:
@@ -450,12 +455,7 @@ class CpuExecutor:
                     self.X,
                     w,
                     weighted,
-                    prep.means,
-                    prep.prec,
-                    prep.scale,
-                    prep.tri,
-                    prep.full,
-                    prep.const,
+                    *prep.factors,
                     prep.shift,
                     cut,
                     tile,
@@ -730,12 +730,7 @@ def row_op(params: MixtureParams, X: NDArray, op: str, n_threads: int | None = N
         def run(lo, hi):
             _k.rows_op(
                 X,
-                prep.means,
-                prep.prec,
-                prep.scale,
-                prep.tri,
-                prep.full,
-                prep.const,
+                *prep.factors,
                 cut,
                 tile,
                 code,
