@@ -82,17 +82,15 @@ def _jacobi_sweep(W, D, nk, variable_volume):  # pragma: no cover - compiled
     """
     K, d, _ = W.shape
     # B[a, b, k] = (Dᵀ W_k D)[a, b]: components innermost, so that the per-pair quantities
-    # and the rotations below run over contiguous memory
-    B = np.empty((d, d, K))
-    WD = np.empty((d, d))
-    DtWD = np.empty((d, d))
-    Dt = np.ascontiguousarray(D.T)
+    # and the rotations below run over contiguous memory; two products over all components
+    # (W_k D stacked, then Dᵀ times them side by side) instead of 2K small ones
+    WD = np.ascontiguousarray(W).reshape((K * d, d)) @ D
+    T = np.empty((d, d, K))
     for k in range(K):
-        np.dot(W[k], D, WD)
-        np.dot(Dt, WD, DtWD)
-        for a in range(d):
+        for c in range(d):
             for b in range(d):
-                B[a, b, k] = DtWD[a, b]
+                T[c, b, k] = WD[k * d + c, b]
+    B = (np.ascontiguousarray(D.T) @ T.reshape((d, d * K))).reshape((d, d, K))
     # EVE's weights G_k (kept current through the rotations by the profile's ratios) and the
     # objective, the scale of the skip threshold
     G = np.empty(K)
@@ -323,11 +321,14 @@ def mm_orientation_loop(W, nk, D, A, omega, variable_volume, tol, max_iter):  # 
     target = np.inf
     previous = np.inf
     diag = np.empty((K, d))
-    WD = np.empty((d, d))
+    # all K products W_k D as one (K d) × d product
+    W_rows = np.ascontiguousarray(W).reshape((K * d, d))
+    WD = np.empty((K, d, d))
+    WD_rows = WD.reshape((K * d, d))
     # W_k D for the current D: the shapes step forms it, the next MM 1 reuses it
     WDk = np.empty((K, d, d))
-    for k in range(K):
-        np.dot(W[k], D, WDk[k])
+    WDk_rows = WDk.reshape((K * d, d))
+    np.dot(W_rows, D, WDk_rows)
     # right singular vectors of the two MM steps' matrices, warm starts for the next iteration
     V1 = np.empty((d, d))
     V2 = np.empty((d, d))
@@ -343,22 +344,22 @@ def mm_orientation_loop(W, nk, D, A, omega, variable_volume, tol, max_iter):  # 
         D = _orthogonal_factor(F, V1, H, Q, it > 0)
         # MM 2: Σ_k W_k D (A_k⁻¹ - α_k I), α_k = max_j 1/a_kj
         F = np.zeros((d, d))
+        np.dot(W_rows, D, WD_rows)
         for k in range(K):
             alpha = 0.0
             for j in range(d):
                 alpha = max(alpha, 1.0 / A[k, j])
-            np.dot(W[k], D, WD)
             for i in range(d):
                 for j in range(d):
-                    F[i, j] += WD[i, j] * (1.0 / A[k, j] - alpha)
+                    F[i, j] += WD[k, i, j] * (1.0 / A[k, j] - alpha)
         D = _orthogonal_factor(F, V2, H, Q, it > 0)
         # then plane rotations on the profile objective (see _jacobi_sweep)
         _jacobi_sweep(W, D, nk, variable_volume)
         # shapes: normalised diagonals of Dᵀ W_k D
         target = 0.0
+        np.dot(W_rows, D, WDk_rows)
         for k in range(K):
             WDs = WDk[k]
-            np.dot(W[k], D, WDs)
             log_sum = 0.0
             for j in range(d):
                 v = 0.0
