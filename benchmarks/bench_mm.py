@@ -106,7 +106,14 @@ def main() -> None:
 
     recorded: dict[str, list[tuple]] = {}
     if opts.load:
-        with np.load(opts.load) as f:
+        try:
+            saved = np.load(opts.load)
+        except (OSError, ValueError) as exc:
+            parser.error(f"--load {opts.load}: {exc}")
+        with saved as f:
+            missing = [name for name in names if f"{name}/count" not in f.files]
+            if missing:
+                parser.error(f"--load {opts.load} holds no {', '.join(missing)}")
             for name in names:
                 n = int(f[f"{name}/count"])
                 recorded[name] = [
