@@ -235,8 +235,10 @@ def prepare(
         tri = _triangle(factors)
         # the noise below (above) the diagonal is dropped: the kernels skip that triangle
         P3 = np.triu(factors) if tri == 1 else np.tril(factors) if tri == 2 else factors
-        if model.shared_factor:
-            tri += 4  # one factor for all: the kernels project each tile once with P3[0]
+        # one factor for all: the kernels project each tile once with P3[0] (a start given
+        # as full matrices may hand a shared-factor model distinct ones for its first E-step)
+        if model.shared_factor and np.array_equal(P3, np.broadcast_to(P3[0], P3.shape)):
+            tri += 4
             scale = np.ones((K, d))
     else:
         P3 = factors.reshape(K, 1, d)
