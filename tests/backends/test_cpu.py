@@ -508,3 +508,14 @@ def test_rotated_factors_are_the_precisions():
         model = get_model(name)
         cov = _common_orientation_params(rng, name, 3, 6).covariances
         assert model.rotated_factors(cov, 3, 6) is None
+
+
+@pytest.mark.parametrize("d", [4, 30])  # the fused row kernels and the GEMM path
+def test_threads_never_change_the_row_functions(d):
+    rng = np.random.default_rng(23)
+    params = _params(rng, 3, d, "full")
+    X = _data(rng, 3 * MIN_ROWS, params)
+    for op in ("score_samples", "predict_proba", "predict"):
+        results = [cpu_module.row_op(params, X, op, n_threads=t) for t in (1, 2, 3)]
+        for other in results[1:]:
+            np.testing.assert_array_equal(other, results[0])
