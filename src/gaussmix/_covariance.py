@@ -123,8 +123,21 @@ class CovarianceModel(ABC):
             return None
         K, d = n_components, n_features
         mats = np.stack([self.full_matrix(covariances, k, d) for k in range(K)])
+        if not np.all(np.isfinite(mats)):
+            return None
         D = _common_eigenvectors(mats)
-        B = np.einsum("ji,kjl,lm->kim", D, mats, D)
+        B = D.T @ mats @ D
+        # the combination's eigenvectors are accurate to eps / (its eigenvalue gaps), which a
+        # generic combination may leave small: first-order Jacobi steps on every pair at once
+        # (the angle zeroing Σ_k of the off-diagonal entries in least squares) converge
+        # quadratically to the common axes
+        for _ in range(2):
+            eig = np.diagonal(B, axis1=1, axis2=2)
+            gap = eig[:, :, None] - eig[:, None, :]
+            den = np.sum(gap * gap, axis=0)
+            theta = -np.sum(B * gap, axis=0) / np.where(den > 0, den, 1.0)
+            D = np.linalg.qr(D @ (np.eye(d) + theta))[0]
+            B = D.T @ mats @ D
         eig = np.diagonal(B, axis1=1, axis2=2)
         if not (np.all(np.isfinite(B)) and np.all(eig > 0)):
             return None

@@ -502,6 +502,15 @@ def test_rotated_factors_are_the_precisions():
         np.testing.assert_allclose(D.T @ D, np.eye(6), atol=1e-13)
         prec = np.einsum("ij,kj,lj->kil", D, s**2, D)
         np.testing.assert_allclose(prec, params.precisions, rtol=1e-10, atol=1e-12)
+    # exact common axes whose generic combination has close eigenvalues (relative gaps of
+    # 1e-5, eigenvectors good to ~1e-11 alone): the refinement reaches rounding
+    for seed in range(3):
+        r = np.random.default_rng(seed)
+        Q = np.linalg.qr(r.standard_normal((16, 16)))[0]
+        cov = np.einsum("ij,kj,lj->kil", Q, r.uniform(0.5, 2.0, (16, 16)), Q)
+        D, s = get_model("VVE").rotated_factors((cov + np.swapaxes(cov, 1, 2)) / 2, 16, 16)
+        prec = np.einsum("ij,kj,lj->kil", D, s**2, D)
+        np.testing.assert_allclose(prec @ cov, np.broadcast_to(np.eye(16), cov.shape), atol=1e-13)
     vvv = _common_orientation_params(rng, "VVV", 3, 6)
     assert get_model("VVE").rotated_factors(vvv.covariances, 3, 6) is None
     for name in ("VVV", "EEE", "tied", "full", "diag", "VEV"):
