@@ -27,8 +27,8 @@ read + write bytes) are measured at the start and the end of the run; every row 
 achieved GFLOP/s and GB/s and their share of the measurement at the start. GFLOP/s
 counts useful arithmetic per iteration: ``2·N·K·d²`` for the full moment (a triangular
 Mahalanobis term and a symmetric scatter, d²/2 multiply-adds each), ``N·d² + N·K·d² + 3·N·K·d``
-when the factor is shared (tied, EEE: one projection per row), and ``6·N·K·d`` for the
-diagonal moment; exponentials are not counted. GB/s counts one read of ``X`` per iteration.
+when the factor or the orientation is shared (tied, EEE; VEE, EVE, VVE: one projection per
+row), and ``6·N·K·d`` for the diagonal moment; exponentials are not counted. GB/s counts one read of ``X`` per iteration.
 
 Usage::
 
@@ -170,8 +170,9 @@ def useful_flops(covariance_type: str, n: int, d: int, k: int) -> float:
     from gaussmix._covariance import get_model
 
     model = get_model(covariance_type)
-    if model.moment == "full" and model.shared_factor:
-        # one triangular projection per row, distances in the projected space, the scatter
+    if model.moment == "full" and (model.shared_factor or model.common_orientation):
+        # one projection per row (the shared factor, or the common orientation D), distances
+        # in the projected space, the scatter
         return n * d**2 + 3.0 * n * k * d + n * k * d**2
     if model.moment == "full":
         return 2.0 * n * k * d**2
