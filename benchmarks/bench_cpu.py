@@ -28,7 +28,8 @@ achieved GFLOP/s and GB/s and their share of the measurement at the start. GFLOP
 counts useful arithmetic per iteration: ``2·N·K·d²`` for the full moment (a triangular
 Mahalanobis term and a symmetric scatter, d²/2 multiply-adds each), ``N·d² + N·K·d² + 3·N·K·d``
 when the factor or the orientation is shared (tied, EEE; VEE, EVE, VVE: one projection per
-row), and ``6·N·K·d`` for the diagonal moment; exponentials are not counted. GB/s counts one read of ``X`` per iteration.
+row), and ``6·N·K·d`` for the diagonal moment; exponentials are not counted. GB/s counts one
+read of ``X`` per iteration.
 
 Usage::
 
