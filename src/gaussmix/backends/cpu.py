@@ -590,11 +590,11 @@ class _BlasLayout:
 
     def scratch(self) -> tuple[NDArray, ...]:
         """One thread's work arrays."""
-        m, K, dt = self.chunk, self.K, self.dtype
+        m, dt = self.chunk, self.dtype
         if self.quad:
             return np.empty((self.quad_rows, self.Wq.shape[0])), np.empty(self.d)
         YL = np.empty((m, self.PL.shape[1] if self.per_component else 0), dtype=dt)
-        return YL, np.empty((m, self.PR.shape[1]), dtype=dt), np.empty((0, K), dtype=dt)
+        return YL, np.empty((m, self.PR.shape[1]), dtype=dt)
 
     def log_joint(self, Xc: NDArray, L: NDArray, scratch: tuple[NDArray, ...]) -> None:
         """``L[r, k] = log φ_k + log N(x_r; μ_k, Σ_k)`` for the rows ``Xc`` (at most
@@ -609,7 +609,7 @@ class _BlasLayout:
                 _k.quadratic_features(Xc[q : q + cq], self.centre, F[:cq], xc)
                 np.matmul(F[:cq], self.Wq, out=L[q : q + cq])
             return
-        YL, YR, _ = scratch
+        YL, YR = scratch
         np.matmul(Xc, self.PR, out=YR[:c])
         if not self.per_component:
             _k.log_joint_from_projection(YR[:c], self.biasR, self.scale, self.const, L)
@@ -625,13 +625,9 @@ def _blas_layout(params: MixtureParams, prep: _Prepared, dtype: np.dtype, rows: 
     """The :class:`_BlasLayout` of ``params`` for chunks of at most ``rows`` rows."""
     K, d = params.means.shape
     per_component = prep.tri < 4
-    if per_component:
-        P = params.model.component_factors(params.precisions_cholesky, K, d)
-        if prep.tri == 1:
-            P = np.triu(P)  # without the rounding noise below the diagonal (as prepare)
-    else:
-        # one projection for all components, scaled per component (see prepare)
-        P = prep.prec[0].astype(np.float64)
+    # the factors as prepare laid them out (their rounding noise off the triangle dropped);
+    # shared: one projection for all components, scaled per component
+    P = prep.prec.astype(np.float64) if per_component else prep.prec[0].astype(np.float64)
     # upper triangular factors (every M-step's): the first h columns of x P_k involve
     # only the first h features, so the projection is two GEMMs with 3/4 of the work
     h = d // 2 if per_component and prep.tri == 1 else 0
@@ -708,12 +704,11 @@ def row_op(params: MixtureParams, X: NDArray, op: str, n_threads: int | None = N
         # matrix-shaped, as the E-step: the log-joint by GEMM, chunk by chunk
         layout = _blas_layout(params, prep, X.dtype, rows)
         m = layout.chunk
-        L_dtype = np.float64 if layout.quad else X.dtype
         claims = itertools.count()
 
         def task(_first, _step):
             scratch = layout.scratch()
-            L = np.empty((0 if code in (0, 2) else m, K), dtype=L_dtype)
+            L = np.empty((0 if code in (0, 2) else m, K), dtype=X.dtype)
             for g in claims:
                 if g >= n_groups:
                     return
