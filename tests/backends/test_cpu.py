@@ -528,3 +528,45 @@ def test_threads_never_change_the_row_functions(d):
         results = [cpu_module.row_op(params, X, op, n_threads=t) for t in (1, 2, 3)]
         for other in results[1:]:
             np.testing.assert_array_equal(other, results[0])
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("d", [4, 30])  # the fused row kernels and the GEMM path
+def test_row_ops_find_the_extremes_on_their_pass(dtype, d):
+    # predictions check X's min and max from the row kernels' own pass: the same numbers as
+    # a separate pass, NaN anywhere seen, and the result unchanged
+    rng = np.random.default_rng(24)
+    params = _params(rng, 3, d, "full")
+    X = _data(rng, 3 * MIN_ROWS, params).astype(dtype)
+    n = X.shape[0]
+    X[n // 3, 1] = -7e3
+    X[-1, -1] = 9e3
+    for op in ("log_joint", "score_samples", "predict_proba", "predict", "log_resp_max"):
+        result, lo, hi = cpu_module.row_op(params, X, op, with_extremes=True)
+        assert (lo, hi) == (float(X.min()), float(X.max())), op
+        np.testing.assert_array_equal(result, cpu_module.row_op(params, X, op))
+    for where in [(0, 0), (n // 2, 2), (n - 1, d - 1)]:
+        Y = X.copy()
+        Y[where] = np.nan
+        _, lo, hi = cpu_module.row_op(params, Y, "score_samples", with_extremes=True)
+        assert np.isnan(lo) and np.isnan(hi), where
+
+
+@pytest.mark.parametrize("d", [4, 30])
+def test_predictions_with_missing_or_infinite_values_after_the_fused_checks(d):
+    # the kernels run before the checks: a NaN row still takes the numpy maths (marginals),
+    # an infinity is still refused, and neither leaves a half-computed answer behind
+    rng = np.random.default_rng(25)
+    params = _params(rng, 3, d, "full")
+    X = _data(rng, 3 * MIN_ROWS, params)
+    gm = GaussianMixture.from_parameters(params.weights, params.means, params.covariances, "full")
+    X[7, 1] = np.nan
+    for op in ("score_samples", "predict_proba", "predict"):
+        fast = getattr(gm.set_params(engine="cpu"), op)(X)
+        ref = getattr(gm.set_params(engine="numpy"), op)(X)
+        np.testing.assert_allclose(fast, ref, rtol=1e-12, atol=1e-12)
+    X[7, 1] = -np.inf
+    gm.set_params(engine="cpu")
+    for op in ("score_samples", "predict_proba", "predict", "score"):
+        with pytest.raises(ValueError, match="infinity"):
+            getattr(gm, op)(X)

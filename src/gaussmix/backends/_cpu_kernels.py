@@ -853,16 +853,38 @@ def scaled_centred(Xc, R, shift, Z, nk, sx, counts):
 
 
 @nb.njit(**_JIT)
+def _tile_extremes(xt, m, out):
+    """Fold the transposed tile's minimum, maximum and NaN count into ``out[0:3]`` (float64):
+    a pass over the tile while it is in L1, instead of one over ``X`` from memory."""
+    dt = xt.dtype.type
+    lo = dt(out[0])
+    hi = dt(out[1])
+    bad = dt(0.0)
+    for i in range(xt.shape[0]):
+        row = xt[i]
+        for r in range(m):
+            v = row[r]
+            bad += dt(1.0) if v != v else dt(0.0)
+            lo = _fmin(lo, v)
+            hi = _fmax(hi, v)
+    out[0] = lo
+    out[1] = hi
+    out[2] += bad
+
+
+@nb.njit(**_JIT)
 def rows_op(
     X, means, prec, scale, tri, full, const, cut, tile, op, group_rows, first, stop, step, out2,
-    out1, labels,
+    out1, labels, ext,
 ):
     """Row-wise functions of the log-joint matrix, for row groups ``first, first + step, ...``
     below ``stop``.
 
     ``op``: 0 log-joint into ``out2`` (N, K); 1 ``log p(x)`` into ``out1`` (float64);
     2 posteriors into ``out2``; 3 arg-max component into ``labels``; 4 ``log max_k p(k | x)``
-    into ``out1`` (float64).
+    into ``out1`` (float64). ``ext`` (n_groups, 3), unless empty: each group's
+    ``(min, max, NaN count)`` of ``X`` (:func:`_tile_extremes`), so that the checks of the
+    input need no pass of their own.
     """
     n, d = X.shape
     K = means.shape[0]
@@ -879,11 +901,18 @@ def rows_op(
     bias = _tied_bias(means, prec[0]) if tri >= 4 else np.empty((0, d), dtype=X.dtype)
     mu8, P8 = _pad(means, prec, _padded_width(d) if full and tri == 1 else 0)
     n_groups = (n + group_rows - 1) // group_rows
+    track = ext.shape[0] > 0
     for g in range(first, min(stop, n_groups), step):
         end = min(n, (g + 1) * group_rows)
+        if track:
+            ext[g, 0] = np.inf
+            ext[g, 1] = -np.inf
+            ext[g, 2] = 0.0
         for t0 in range(g * group_rows, end, tile):
             m = min(tile, end - t0)
             _load_tile(X, t0, m, xt)
+            if track:
+                _tile_extremes(xt, m, ext[g])
             _log_joint_tile(
                 xt, m, K, means, prec, tri, full, const, diff, y, acc, yt, bias, scale, mu8,
                 P8, lj,

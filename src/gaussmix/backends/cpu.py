@@ -659,16 +659,27 @@ def _blas_layout(params: MixtureParams, prep: _Prepared, dtype: np.dtype, rows: 
 _OPS = {"log_joint": 0, "score_samples": 1, "predict_proba": 2, "predict": 3, "log_resp_max": 4}
 
 
-def row_op(params: MixtureParams, X: NDArray, op: str, n_threads: int | None = None):
+def row_op(
+    params: MixtureParams,
+    X: NDArray,
+    op: str,
+    n_threads: int | None = None,
+    *,
+    with_extremes: bool = False,
+):
     """Compiled, multithreaded row-wise ``op`` of :mod:`gaussmix._mixture`, or None.
 
     Parameters
     ----------
     params : MixtureParams
     X : ndarray of shape (n_samples, n_features)
-        Checked, finite float32/float64 rows.
+        Float32/float64 rows: finite, or (``with_extremes``) not yet checked.
     op : {"log_joint", "score_samples", "predict_proba", "predict", "log_resp_max"}
     n_threads : int, optional
+    with_extremes : bool, default=False
+        Also return ``(min, max)`` of ``X`` as :func:`extremes` does (NaN when some entry is
+        NaN), found on the same pass over the rows. The result is then only meaningful if
+        the caller's checks of ``min`` and ``max`` pass (the kernels use fast-math).
 
     Returns
     -------
@@ -676,7 +687,7 @@ def row_op(params: MixtureParams, X: NDArray, op: str, n_threads: int | None = N
         As the function of the same name in :mod:`gaussmix._mixture`; None where the numpy
         code is the better choice (fewer than ``MIN_ROWS`` rows, other dtypes). Full and
         tied factors with more than ``BLAS_MIN_FEATURES`` features take the E-step's GEMM
-        path.
+        path. With ``with_extremes``: ``(result, min, max)``, or None.
     """
     if (
         not isinstance(X, np.ndarray)
@@ -700,6 +711,8 @@ def row_op(params: MixtureParams, X: NDArray, op: str, n_threads: int | None = N
     labels = np.empty(n if code == 3 else 0, dtype=np.intp)
     cut = _k.EXP_CUT[X.dtype]
     n_threads = min(n_threads or default_threads(), n_groups)
+    # per group: (min, max, NaN count) of its rows
+    ext = np.empty((n_groups if with_extremes else 0, 3))
     if prep.full and d > BLAS_MIN_FEATURES:
         # matrix-shaped, as the E-step: the log-joint by GEMM, chunk by chunk
         layout = _blas_layout(params, prep, X.dtype, rows)
@@ -707,18 +720,26 @@ def row_op(params: MixtureParams, X: NDArray, op: str, n_threads: int | None = N
         claims = itertools.count()
 
         def task(_first, _step):
-            scratch = layout.scratch()
-            L = np.empty((0 if code in (0, 2) else m, K), dtype=X.dtype)
-            for g in claims:
-                if g >= n_groups:
-                    return
-                for s in range(g * rows, min(n, (g + 1) * rows), m):
-                    e = min(n, s + m)
-                    # the rows' block of the output is the log-joint's own
-                    Lc = out2[s:e] if code in (0, 2) else L[: e - s]
-                    layout.log_joint(X[s:e], Lc, scratch)
-                    if code != 0:
-                        _k.ops_from_log_joint(Lc, cut, code, s, out1, labels)
+            # unchecked rows (with_extremes) may hold NaN or infinities: their result is
+            # dropped, and numpy's warnings about them too (errstate is per thread)
+            quiet = np.errstate(invalid="ignore", over="ignore") if with_extremes else nullcontext()
+            with quiet:
+                scratch = layout.scratch()
+                L = np.empty((0 if code in (0, 2) else m, K), dtype=X.dtype)
+                for g in claims:
+                    if g >= n_groups:
+                        return
+                    stop_g = min(n, (g + 1) * rows)
+                    if with_extremes:
+                        # the group's rows while they are in cache, before the GEMMs
+                        _k.extremes_groups(X[g * rows : stop_g].reshape(-1), X.size, 0, 1, ext[g:])
+                    for s in range(g * rows, stop_g, m):
+                        e = min(n, s + m)
+                        # the rows' block of the output is the log-joint's own
+                        Lc = out2[s:e] if code in (0, 2) else L[: e - s]
+                        layout.log_joint(X[s:e], Lc, scratch)
+                        if code != 0:
+                            _k.ops_from_log_joint(Lc, cut, code, s, out1, labels)
 
         with _single_threaded_blas():
             _run_threads(task, n_threads)
@@ -738,20 +759,19 @@ def row_op(params: MixtureParams, X: NDArray, op: str, n_threads: int | None = N
                 out2,
                 out1,
                 labels,
+                ext,
             )
 
         _run_groups(run, n_groups, n_threads)
     if code == 0:
         # the kernels work with a finite stand-in for log 0
         out2[:, params.weights == 0] = -np.inf
-        return out2
-    if code == 1:
-        return out1
-    if code == 2:
-        return out2
-    if code == 3:
-        return labels
-    return float(out1.sum())
+    result = (out2, out1, out2, labels)[code] if code < 4 else float(out1.sum())
+    if not with_extremes:
+        return result
+    if np.any(ext[:, 2] != 0):
+        return result, float("nan"), float("nan")
+    return result, float(ext[:, 0].min()), float(ext[:, 1].max())
 
 
 def extremes(X: NDArray, n_threads: int | None = None) -> tuple[float, float]:
