@@ -570,3 +570,16 @@ def test_predictions_with_missing_or_infinite_values_after_the_fused_checks(d):
     for op in ("score_samples", "predict_proba", "predict", "score"):
         with pytest.raises(ValueError, match="infinity"):
             getattr(gm, op)(X)
+
+
+@pytest.mark.parametrize("K", [8, 11, 17])  # whole blocks of eight components, and the rest
+def test_posteriors_are_written_whole_for_many_components(K):
+    rng = np.random.default_rng(26)
+    params = _params(rng, K, 3, "diag")
+    X = _data(rng, 2 * MIN_ROWS + 5, params)
+    for dtype in (np.float64, np.float32):
+        Xd = X.astype(dtype)
+        fast = cpu_module.row_op(params, Xd, "predict_proba")
+        ref = _mixture.predict_proba(params, Xd)
+        atol = 1e-12 if dtype == np.float64 else 1e-5
+        np.testing.assert_allclose(fast, ref, rtol=0, atol=atol)

@@ -853,6 +853,37 @@ def scaled_centred(Xc, R, shift, Z, nk, sx, counts):
 
 
 @nb.njit(**_JIT)
+def _transpose_out(lj, m, out, t0):
+    """``out[t0 + r, k] = lj[k, r]``: eight components at a time, so that each row's block of
+    ``out`` is written whole while the eight rows of ``lj`` stay in L1 (one component per
+    pass wrote each output line K times; all K per row read K lines per row)."""
+    K = lj.shape[0]
+    for k0 in range(0, K - 7, 8):
+        a0 = lj[k0]
+        a1 = lj[k0 + 1]
+        a2 = lj[k0 + 2]
+        a3 = lj[k0 + 3]
+        a4 = lj[k0 + 4]
+        a5 = lj[k0 + 5]
+        a6 = lj[k0 + 6]
+        a7 = lj[k0 + 7]
+        for r in range(m):
+            o = out[t0 + r]
+            o[k0] = a0[r]
+            o[k0 + 1] = a1[r]
+            o[k0 + 2] = a2[r]
+            o[k0 + 3] = a3[r]
+            o[k0 + 4] = a4[r]
+            o[k0 + 5] = a5[r]
+            o[k0 + 6] = a6[r]
+            o[k0 + 7] = a7[r]
+    for k in range(K - K % 8, K):
+        a = lj[k]
+        for r in range(m):
+            out[t0 + r, k] = a[r]
+
+
+@nb.njit(**_JIT)
 def _tile_extremes(xt, m, out):
     """Fold the transposed tile's minimum, maximum and NaN count into ``out[0:3]`` (float64):
     a pass over the tile while it is in L1, instead of one over ``X`` from memory."""
@@ -949,10 +980,11 @@ def rows_op(
             else:
                 for r in range(m):
                     acc[r] = dt(1.0) / tot[r]
-                for r in range(m):
-                    inv = acc[r]
-                    for k in range(K):
-                        out2[t0 + r, k] = lj[k, r] * inv
+                for k in range(K):
+                    row = lj[k]
+                    for r in range(m):
+                        row[r] *= acc[r]
+                _transpose_out(lj, m, out2, t0)
 
 @nb.njit(**_JIT)
 def log_joint_from_split_projection(YL, YR, biasL, biasR, const, L):
