@@ -1,5 +1,6 @@
 """The fast CPU engine against the numpy reference kernels and scikit-learn."""
 
+import os
 import subprocess
 import sys
 import warnings
@@ -583,3 +584,30 @@ def test_posteriors_are_written_whole_for_many_components(K):
         ref = _mixture.predict_proba(params, Xd)
         atol = 1e-12 if dtype == np.float64 else 1e-5
         np.testing.assert_allclose(fast, ref, rtol=0, atol=atol)
+
+
+def _child_e_step(X, params, queue):
+    queue.put(CpuExecutor(X, n_threads=2).e_step(params).log_likelihood)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # Python 3.12+: fork with threads
+def test_a_forked_child_runs_the_engine_after_its_parent():
+    # the parent's worker threads do not exist in a forked child: the child's E-step waited
+    # forever for them (multiprocessing's default start method on Linux)
+    import multiprocessing
+
+    rng = np.random.default_rng(27)
+    params = _params(rng, 3, 4, "full")
+    X = _data(rng, 2 * MIN_ROWS, params)
+    parent = CpuExecutor(X, n_threads=2).e_step(params).log_likelihood  # the pool exists now
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    child = ctx.Process(target=_child_e_step, args=(X, params, queue))
+    child.start()
+    child.join(120)
+    if child.is_alive():
+        child.kill()
+        pytest.fail("the forked child's E-step did not finish")
+    assert child.exitcode == 0
+    assert queue.get(timeout=10) == parent

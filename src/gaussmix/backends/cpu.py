@@ -113,6 +113,19 @@ def _pool(n_threads: int) -> ThreadPoolExecutor:
         return pool
 
 
+def _forget_pools() -> None:
+    """Drop the parent's pools in a forked child: its worker threads do not exist there, and
+    a task submitted to them waited forever (a fit in a ``multiprocessing`` child, the
+    default start method on Linux, after a fit in the parent)."""
+    global _pool_lock
+    _pool_lock = threading.Lock()
+    _pools.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pools)
+
+
 def _run_groups(run, n_groups: int, n_threads: int) -> None:
     """``run(lo, hi)`` over consecutive batches of the groups ``[0, n_groups)``, claimed by the
     threads as they come free.
