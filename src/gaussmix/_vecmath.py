@@ -141,6 +141,12 @@ def _exp_nonpos_impl(t, cut):
     # ~14 ns per call and dominates small-d E-steps). np.floor, not math.floor: the latter
     # returns an integer, whose conversions do not vectorise. The float64 polynomial is
     # evaluated in Estrin's scheme (a dependency chain of 4 multiply-adds instead of 11).
+    # Inside the kernels, compiled with reassociation, LLVM folds n·ln2_hi + n·ln2_lo into n
+    # times ln 2 rounded (numba sets the fast-math flags on every instruction, so neither an
+    # intrinsic nor the split survives; llvm.arithmetic.fence does, but keeps the loop scalar,
+    # 3x slower): exp(t) then carries a further relative error of about |t|·2.3e-17, measured
+    # 4e-16 for t in [-1, 0], 1.6e-15 at -40, 2e-14 at the float64 cut-off -600. The terms
+    # that can move a row's sum (t > -37) stay within a few ulp of it.
     if isinstance(t, types.Float) and t.bitwidth == 32:
 
         def impl32(t, cut):
