@@ -277,11 +277,9 @@ def test_report_in_headless_chromium(section_2d, tmp_path):
 
 def test_dollar_signs_in_column_names_are_plain_text(tmp_path):
     # two "$" in a label made matplotlib parse it as mathtext: "^{" is a parse error
-    pd = pytest.importorskip("pandas")
     X, _ = _model(2).sample(300)
     names = ["gain $^{$", "cost in $ and $"]
-    df = pd.DataFrame(X, columns=names)
-    model = GaussianMixture(3, random_state=0).fit(df)
+    model = GaussianMixture(3, random_state=0).fit(X)
     section = build_section(X, model, feature_names=names, title="money")
     written = write_png([section], tmp_path)
     assert len(written) == len(section.figures)

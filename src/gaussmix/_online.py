@@ -240,6 +240,9 @@ def partial_fit(estimator: Any, X: Any, sample_weight: Any = None) -> Any:
 
         names = getattr(estimator, "feature_names_in_", None)
         X, w, n_empty = drop_unobserved(X, w, names, every_feature=not fitted)
+        if X.shape[0] == 0:
+            # one error, not a warning about the rows left out followed by it
+            raise ValueError("every row of the batch is NaN: nothing to learn from")
         if n_empty:
             warnings.warn(
                 f"{n_empty} rows of the batch have no observed value (all NaN): they are "
@@ -247,8 +250,6 @@ def partial_fit(estimator: Any, X: Any, sample_weight: Any = None) -> Any:
                 UserWarning,
                 stacklevel=4,
             )
-        if X.shape[0] == 0:
-            raise ValueError("every row of the batch is NaN: nothing to learn from")
     if w is not None:
         positive = int(np.count_nonzero(w))
         if positive == 0:
