@@ -112,6 +112,15 @@ def _factors(full, means, log_w, missing, obs, mis, M, bias, const, C, L, Linv, 
 
 
 @nb.njit(**_JIT)
+def _exp_rows(a, b, m, out):
+    """``out[:m] = exp(a[:m] - b[:m])`` (0 below the cut-off): the one call site of
+    ``exp_nonpos`` here; two inlined copies in one function made numba warn
+    (``NumbaIRAssumptionWarning``) on a cold compile."""
+    for n in range(m):
+        out[n] = exp_nonpos(a[n] - b[n], _CUT)
+
+
+@nb.njit(**_JIT)
 def estep_groups(
     X, w, weighted, items, group_bounds, patterns, full, means, log_w, shift, full_moment,
     first, step, nk, sx, sxx, ll, wsum,
@@ -184,8 +193,9 @@ def estep_groups(
                 for n in range(m):
                     tot[n] = 0.0
                 for k in range(K):
+                    _exp_rows(lj[k], top, m, z)
                     for n in range(m):
-                        tot[n] += exp_nonpos(lj[k, n] - top[n], _CUT)
+                        tot[n] += z[n]
                 for n in range(m):
                     lse[n] = top[n] + math.log(tot[n])
                     wn = w[t0 + n] if weighted else 1.0
@@ -193,9 +203,10 @@ def estep_groups(
                     wsum[g] += wn
                 for k in range(K):
                     any_r = False
+                    _exp_rows(lj[k], lse, m, r)
                     for n in range(m):
                         wn = w[t0 + n] if weighted else 1.0
-                        r[n] = wn * exp_nonpos(lj[k, n] - lse[n], _CUT)
+                        r[n] = wn * r[n]
                         any_r = any_r or r[n] != 0.0
                     if not any_r:
                         continue  # no row of the tile belongs to k: nothing to add
