@@ -691,31 +691,7 @@ class GaussianMixture(DistributionMixin, DensityMixin, BaseEstimator):
             engine = "torch"
         if engine not in IN_MEMORY_ENGINES:
             return engine_module(engine).predict_op(self, X, op)
-        X = self._validated_rows(X)
-        out = self._fused_row_op(X, op)
-        if out is not None:
-            return out
-        lo, hi = engine_module("cpu").extremes(X)
-        self._check_extremes(X, lo, hi)
-        return self._in_memory_op(X, op, (lo, hi))
-
-    def _fused_row_op(self, X: NDArray, op: str) -> Any:
-        """``op`` by the cpu engine's row kernels with the checks of ``X`` taken from the same
-        pass over the rows (a separate pass for the min and max cost 10-20 % of a
-        prediction), or None: not the cpu engine's case, or rows that need the numpy code
-        (missing values, rows far enough for fast-math to overflow), whose result is
-        dropped."""
-        if not self._rows_on_cpu(X):
-            return None
-        params = self._fitted_params()
-        out = engine_module("cpu").row_op(params, X, op, with_extremes=True)
-        if out is None:
-            return None
-        result, lo, hi = out
-        if not (math.isfinite(lo) and math.isfinite(hi)):
-            return None
-        check_scale(X, largest=max(hi, -lo))
-        return None if _may_overflow(params, X, max(hi, -lo)) else result
+        return self._in_memory_op(self._validated_rows(X), op, check_values=True)
 
     def _rows_on_cpu(self, X: NDArray) -> bool:
         """Whether in-memory rows run on the cpu engine: rows in memory run on an in-memory
@@ -725,13 +701,35 @@ class GaussianMixture(DistributionMixin, DensityMixin, BaseEstimator):
         return resolve_engine(engine, X) == "cpu"
 
     def _in_memory_op(
-        self, X: NDArray, op: str, extremes: tuple[float, float] | None = None
+        self,
+        X: NDArray,
+        op: str,
+        extremes: tuple[float, float] | None = None,
+        *,
+        check_values: bool = False,
     ) -> Any:
-        # the cpu engine's compiled row kernels where it runs fits; they decline (None) inputs
-        # the numpy code of _mixture handles better, which stays the reference
+        """Row-wise ``op`` of in-memory rows, on the cpu engine's compiled row kernels where
+        it runs fits; they decline (None) inputs the numpy code of _mixture handles better,
+        which stays the reference.
+
+        ``extremes``: ``(min, max)`` of ``X`` (NaN with missing values) when the caller has
+        them; otherwise the row kernels find them on their own pass over the rows (a separate
+        pass cost 10-20 % of a prediction) and a result they computed on rows that need the
+        numpy code is dropped. ``check_values``: refuse infinities and values too large for
+        the dtype (``_check_extremes``) once the extremes are known.
+        """
         params = self._fitted_params()
+        on_cpu = self._rows_on_cpu(X)
+        fused = None
+        if extremes is None and on_cpu:
+            on_cpu = False  # asked once: declined inputs are declined again
+            fused = engine_module("cpu").row_op(params, X, op, with_extremes=True)
+            if fused is not None:
+                extremes = fused[1:]
         # (min, max) of X, NaN with missing values: one pass for both checks below
         lo, hi = engine_module("cpu").extremes(X) if extremes is None else extremes
+        if check_values:
+            self._check_extremes(X, lo, hi)
         if np.isnan(lo):
             # missing values: the numpy maths marginalise them (gaussmix._missing)
             return getattr(_mixture, op)(params, X)
@@ -742,7 +740,9 @@ class GaussianMixture(DistributionMixin, DensityMixin, BaseEstimator):
             with np.errstate(over="ignore"):
                 _check_representable(params, X)
                 return getattr(_mixture, op)(params, X)
-        if self._rows_on_cpu(X):
+        if fused is not None:
+            return fused[0]
+        if on_cpu:
             out = engine_module("cpu").row_op(params, X, op)
             if out is not None:
                 return out
