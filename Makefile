@@ -21,7 +21,7 @@ demo: $(STAMP)
 	$(BIN)/gaussmix demo
 
 test: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks tools
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)

@@ -1,5 +1,6 @@
 """The fast CPU engine against the numpy reference kernels and scikit-learn."""
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -61,10 +62,10 @@ def _assert_stats_close(a, b, rtol):
 
 
 # (n_samples, n_features, n_components): the fused kernel (d = 2: its own one-pass loops;
-# d = 3: single columns; d = 6: upper triangular factors padded to the written-out d = 8
-# loops; d = 9: 4 × 4 blocks and a remainder), then the BLAS path (d > 24)
-SHAPES = [(6000, 2, 5), (6000, 3, 4), (6000, 6, 3), (6000, 9, 3), (5000, 26, 3)]
-SHAPE_IDS = ["fused2", "fused3", "fused6", "fused9", "blas"]
+# d = 3: single columns; d = 6 and 14: upper triangular factors padded to the written-out
+# d = 8 and d = 16 loops; d = 9: 4 × 4 blocks and a remainder), then the BLAS path (d > 24)
+SHAPES = [(6000, 2, 5), (6000, 3, 4), (6000, 6, 3), (6000, 9, 3), (6000, 14, 3), (5000, 26, 3)]
+SHAPE_IDS = ["fused2", "fused3", "fused6", "fused9", "fused14", "blas"]
 
 
 @pytest.mark.parametrize("shape", SHAPES, ids=SHAPE_IDS)
@@ -298,8 +299,9 @@ def test_float32_fit_is_close_to_float64():
 
 @pytest.mark.parametrize("covariance_type", TYPES)
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-# 30 features: full and tied factors take the GEMM path (quadratic features in float64)
-@pytest.mark.parametrize("n_features", [4, 30])
+# 14 features: the written-out 16-wide loops; 30: full and tied factors take the GEMM path
+# (quadratic features in float64)
+@pytest.mark.parametrize("n_features", [4, 14, 30])
 def test_row_ops_equal_the_numpy_code(covariance_type, dtype, n_features):
     rng = np.random.default_rng(13)
     params = _params(rng, 5, n_features, covariance_type, zero_weight=True)
@@ -611,3 +613,13 @@ def test_a_forked_child_runs_the_engine_after_its_parent():
         pytest.fail("the forked child's E-step did not finish")
     assert child.exitcode == 0
     assert queue.get(timeout=10) == parent
+
+
+def test_written_out_kernel_is_what_its_generator_writes():
+    # _upper16_log_joint is the output of tools/gen_upper16.py: an edit by hand would be lost
+    # at the next run of the script
+    path = Path(__file__).resolve().parents[2] / "tools" / "gen_upper16.py"
+    spec = importlib.util.spec_from_file_location("gen_upper16", path)
+    gen = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gen)
+    assert gen.main(["--check"]) == 0
