@@ -7,7 +7,10 @@ for fits under 1 s, 3 under 5 s, 2 under 15 s, else 1); ms/iteration is the diff
 by the extra iterations, so validation, set-up and scikit-learn's closing E-step cancel. The
 longer count is raised until the difference is long enough to measure (gaussmix needs more
 iterations than scikit-learn for that), so no row is nan; should the difference still not be
-positive, the row shows ``t(b) / b`` marked ``<=`` (an upper bound). Parameters of both
+positive, the row shows ``t(b) / b`` marked ``<=`` (an upper bound). Every fit row is
+measured in ``--passes`` passes over all rows (default 2; a row's passes minutes apart) and
+keeps each library's fastest: a noisy minute on this shared machine then costs one pass of
+one row, not the row. Parameters of both
 libraries after the same 5 iterations are compared (max |a-b| / max |b| per array; float64 must
 agree to 1e-6). Each measurement runs in a fresh Python process whose peak RSS (``ru_maxrss``)
 is reported; the numba kernels are compiled (or loaded from cache) by a warm-up fit first.
@@ -513,7 +516,8 @@ def _print_header(info: dict, roof: dict, args) -> None:
     print(f"mode    : {mode}")
     print(
         "timing  : ms/iter = (t(b iterations) - t(2)) / (b - 2), each t the fastest of 1-5 runs, "
-        f"b >= 5 raised until t(b) - t(2) >= {MIN_TIMED_SECONDS} s"
+        f"b >= 5 raised until t(b) - t(2) >= {MIN_TIMED_SECONDS} s; every fit row measured in "
+        f"{1 if args.quick else args.passes} pass(es) over the rows, each library's fastest kept"
     )
     print()
 
@@ -642,6 +646,10 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--sklearn-float32", action="store_true", help="also time scikit-learn on float32 data"
     )
+    parser.add_argument(
+        "--passes", type=int, default=2,
+        help="measure every fit row this many times, minutes apart, keep each library's fastest",
+    )  # fmt: skip
     parser.add_argument("--json", default="", help="also write every number to this file")
     parser.add_argument(
         "--markdown", default="", help="print the README tables of a --json file and exit"
@@ -665,6 +673,7 @@ def main(argv=None) -> int:
     check_iter = 3 if args.quick else 5
     min_seconds = 0.0 if args.quick else MIN_TIMED_SECONDS
     budget = 0.0 if args.quick else PREDICT_BUDGET_SECONDS
+    passes = 1 if args.quick else args.passes
     in_process = args.quick
     names = args.only.split(",") if args.only else QUICK_WORKLOADS if args.quick else None
     chosen = [
@@ -683,6 +692,7 @@ def main(argv=None) -> int:
     _print_header(info, roof, args)
 
     results: dict = {"machine": info, "limits_start": roof, "quick": args.quick}
+    results["passes"] = 1 if args.quick else args.passes
     results.update(em=[], float32=[], predict=[])
 
     def save() -> None:
@@ -695,8 +705,6 @@ def main(argv=None) -> int:
         f"{'gaussmix':>9} {'speedup':>8} {'GFLOP/s':>8} {'%dgemm':>7} {'GB/s':>6} {'%copy':>6} "
         f"{'RSS sk':>7} {'RSS gm':>7} {'agree':>8}"
     )
-    print("float64 (ms/iter; %dgemm, %copy: share of the limits above; RSS: peak MiB)")
-    print(header)
     failures: list[str] = []
     ours64: dict = {}
     sk_cache: dict = {}
@@ -716,10 +724,42 @@ def main(argv=None) -> int:
             sk_cache[key] = run_child(spec, in_process)
         return sk_cache[key]
 
+    # every (library, row, dtype) measured once per pass, the passes minutes apart: a row keeps
+    # each library's fastest pass, so a noisy minute on this shared machine costs one pass
+    tries: dict = {}
+
+    def measure_pass(dtype: str, rows_of_pass: list[Workload], libs: tuple[str, ...]) -> None:
+        for p in range(passes):
+            sk_cache.clear()
+            for w in rows_of_pass:
+                for lib in libs:
+                    tries.setdefault((lib, w.name, dtype), []).append(em(lib, w, dtype))
+                if passes > 1:
+                    got = [tries[(lib, w.name, dtype)][-1].get("ms_per_iter") for lib in libs]
+                    print(f"  pass {p + 1}/{passes} {dtype} {w.name:<13} " + "  ".join(
+                        f"{lib} {fmt_ms(v) if v is not None else 'failed'}"
+                        for lib, v in zip(libs, got, strict=True)
+                    ), flush=True)
+
+    def best(lib: str, w: Workload, dtype: str) -> dict:
+        ok = [m for m in tries[(lib, w.name, dtype)] if "error" not in m]
+        if not ok:
+            return tries[(lib, w.name, dtype)][0]
+        fastest = min(ok, key=lambda m: m["ms_per_iter"])
+        return {**fastest, "passes_ms": [m["ms_per_iter"] for m in ok]}
+
+    measure_pass("float64", chosen, ("sklearn", "gaussmix"))
+    if passes > 1:
+        print()
+    print(
+        "float64 (ms/iter, the fastest pass of each library; %dgemm, %copy: share of the limits "
+        "above; RSS: peak MiB)"
+    )
+    print(header)
     for w in chosen:
         n = rows(w)
-        sk = em("sklearn", w, "float64")
-        gm = em("gaussmix", w, "float64")
+        sk = best("sklearn", w, "float64")
+        gm = best("gaussmix", w, "float64")
         if "error" in gm or "error" in sk:
             failures.append(f"{w.name}: {gm.get('error') or ''} {sk.get('error') or ''}")
             print(f"{w.name:<13} failed: gaussmix {gm.get('error')}; sklearn {sk.get('error')}")
@@ -752,6 +792,7 @@ def main(argv=None) -> int:
                 "upper_bound": gm["upper_bound"] or sk["upper_bound"],
                 "sklearn_rss_mib": sk["peak_rss_mib"], "gaussmix_rss_mib": gm["peak_rss_mib"],
                 "max_rel_diff": diff if w.comparable else None,
+                "sklearn_passes_ms": sk["passes_ms"], "gaussmix_passes_ms": gm["passes_ms"],
             }
         )  # fmt: skip
         save()
@@ -769,17 +810,26 @@ def main(argv=None) -> int:
 
     if not args.no_float32:
         print()
+        f32_rows = [
+            w for w in chosen if w.headline and not (args.quick and w.name not in ("W1", "W4"))
+        ]
+        libs32 = ("sklearn", "gaussmix") if args.sklearn_float32 else ("gaussmix",)
+        measure_pass("float32", f32_rows, libs32)
+        if passes > 1:
+            print()
         print("float32 data (gaussmix in float32 with float64 sums; agree = vs our float64 fit)")
         print(
             f"{'workload':<13}{'sk f64':>9} {'sk f32':>9} {'gm f32':>9} {'vs sk64':>8} "
             f"{'vs sk32':>8} {'GFLOP/s':>8} {'%sgemm':>7} {'agree':>8}"
         )
-        for w in chosen:
-            if not w.headline or (args.quick and w.name not in ("W1", "W4")):
-                continue
+        for w in f32_rows:
             n = rows(w)
-            sk32 = em("sklearn", w, "float32") if args.sklearn_float32 else {"ms_per_iter": np.nan}
-            gm32 = em("gaussmix", w, "float32")
+            sk32 = (
+                best("sklearn", w, "float32")
+                if args.sklearn_float32
+                else {"ms_per_iter": np.nan}
+            )
+            gm32 = best("gaussmix", w, "float32")
             if w.name not in ours64 or "error" in gm32:
                 failures.append(f"{w.name} float32: {gm32.get('error')}")
                 continue
@@ -804,7 +854,7 @@ def main(argv=None) -> int:
                 {
                     "workload": w.name, "sklearn64_ms": sk64, "sklearn32_ms": sk32["ms_per_iter"],
                     "gaussmix32_ms": gm32["ms_per_iter"], "gflops": gflops,
-                    "max_rel_diff_vs_f64": diff,
+                    "max_rel_diff_vs_f64": diff, "gaussmix32_passes_ms": gm32["passes_ms"],
                 }
             )  # fmt: skip
             save()
