@@ -8,9 +8,10 @@ by the extra iterations, so validation, set-up and scikit-learn's closing E-step
 longer count is raised until the difference is long enough to measure (gaussmix needs more
 iterations than scikit-learn for that), so no row is nan; should the difference still not be
 positive, the row shows ``t(b) / b`` marked ``<=`` (an upper bound). Every fit row is
-measured in ``--passes`` passes over all rows (default 2; a row's passes minutes apart) and
-keeps each library's fastest: a noisy minute on this shared machine then costs one pass of
-one row, not the row. Parameters of both
+measured in ``--passes`` passes over all rows (default 2; a row's passes minutes apart, the
+later ones at the first pass's fit lengths), each fit length timed as the fastest of its runs
+in every pass: a noisy minute on this shared machine then costs one pass of one row, not the
+row. Parameters of both
 libraries after the same 5 iterations are compared (max |a-b| / max |b| per array; float64 must
 agree to 1e-6). Each measurement runs in a fresh Python process whose peak RSS (``ru_maxrss``)
 is reported; the numba kernels are compiled (or loaded from cache) by a warm-up fit first.
@@ -235,16 +236,23 @@ def _params_of(est) -> dict:
 
 
 def measure_em(
-    lib: str, w: Workload, n: int, dtype: str, check_iter: int, min_seconds: float
+    lib: str,
+    w: Workload,
+    n: int,
+    dtype: str,
+    check_iter: int,
+    min_seconds: float,
+    iters: list[int] | None = None,
 ) -> dict:
     """ms per EM iteration of ``lib`` on workload ``w`` in ``dtype``, and the parameters after
-    ``check_iter`` iterations."""
+    ``check_iter`` iterations; with ``iters`` (a later pass): those two fit lengths, timed
+    only (no parameters), so that the passes' times of each length can be combined."""
     X = make_data(w, n, np.dtype(dtype))
     cov = w.covariance_type if lib == "gaussmix" else w.sk_type
     start = start_params(cov, w.k, X)
     # warm-up: compiles or loads the kernels, faults the pages in; also sizes the repeats
     t1, _ = _fit_seconds(lib, cov, w.k, X, start, 1, 1)
-    a, b = 2, check_iter
+    a, b = (2, check_iter) if iters is None else iters
     # fastest of several runs per fit length (single timings on a shared machine vary by tens
     # of percent); fewer runs of fits that take long
     longest = t1 * b
@@ -253,8 +261,8 @@ def measure_em(
         repeat = 1
     t_a, _ = _fit_seconds(lib, cov, w.k, X, start, a, repeat)
     t_b, est = _fit_seconds(lib, cov, w.k, X, start, b, repeat)
-    params = _params_of(est)
-    if 0 < min_seconds and t_b - t_a < min_seconds:
+    params = _params_of(est) if iters is None else None
+    if iters is None and 0 < min_seconds and t_b - t_a < min_seconds:
         # too short to time: more iterations, sized from what was measured
         per_iter = max((t_b - t_a) / (b - a), 1e-5)
         b = a + min(400, max(b - a + 1, int(np.ceil(min_seconds / per_iter))))
@@ -266,6 +274,8 @@ def measure_em(
         "ms_per_iter": ms,
         "upper_bound": upper_bound,
         "iters": [a, b],
+        "t_a": t_a,
+        "t_b": t_b,
         "repeat": repeat,
         "params": params,
         "peak_rss_mib": _peak_rss_mib(),
@@ -369,12 +379,14 @@ def child_main(spec: dict) -> dict:
     if kind == "em":
         try:
             r = measure_em(
-                spec["lib"], w, spec["n"], spec["dtype"], spec["check_iter"], spec["min_seconds"]
-            )
+                spec["lib"], w, spec["n"], spec["dtype"], spec["check_iter"],
+                spec["min_seconds"], spec.get("iters"),
+            )  # fmt: skip
         except (ValueError, FloatingPointError, np.linalg.LinAlgError) as e:
             # a peer may fail where we do not (scikit-learn's float32 covariances): report it
             return {"error": f"{type(e).__name__}: {str(e)[:120]}"}
-        r["params"] = {k: v.tolist() for k, v in r["params"].items()}
+        if r["params"] is not None:
+            r["params"] = {k: v.tolist() for k, v in r["params"].items()}
         return r
     if kind == "predict":
         return measure_predict(w, spec["n"], spec["budget"])
@@ -388,7 +400,7 @@ def child_main(spec: dict) -> dict:
 def run_child(spec: dict, in_process: bool) -> dict:
     if in_process:
         out = child_main(spec)
-        if "params" in out:
+        if out.get("params") is not None:
             out["params"] = {k: np.asarray(v) for k, v in out["params"].items()}
         return out
     try:
@@ -410,7 +422,7 @@ def run_child(spec: dict, in_process: bool) -> dict:
             f"measurement {spec['kind']} {spec.get('lib')} {name} failed:\n" + proc.stderr[-4000:]
         )
     out = json.loads(lines[-1][len("RESULT ") :])
-    if "params" in out:
+    if out.get("params") is not None:
         out["params"] = {k: np.asarray(v) for k, v in out["params"].items()}
     return out
 
@@ -517,7 +529,7 @@ def _print_header(info: dict, roof: dict, args) -> None:
     print(
         "timing  : ms/iter = (t(b iterations) - t(2)) / (b - 2), each t the fastest of 1-5 runs, "
         f"b >= 5 raised until t(b) - t(2) >= {MIN_TIMED_SECONDS} s; every fit row measured in "
-        f"{1 if args.quick else args.passes} pass(es) over the rows, each library's fastest kept"
+        f"{1 if args.quick else args.passes} pass(es) over the rows, each t the fastest of all"
     )
     print()
 
@@ -648,7 +660,7 @@ def main(argv=None) -> int:
     )
     parser.add_argument(
         "--passes", type=int, default=2,
-        help="measure every fit row this many times, minutes apart, keep each library's fastest",
+        help="measure every fit row in this many passes; each fit length keeps its fastest time",
     )  # fmt: skip
     parser.add_argument("--json", default="", help="also write every number to this file")
     parser.add_argument(
@@ -709,11 +721,11 @@ def main(argv=None) -> int:
     ours64: dict = {}
     sk_cache: dict = {}
 
-    def em(lib: str, w: Workload, dtype: str) -> dict:
+    def em(lib: str, w: Workload, dtype: str, iters: list[int] | None = None) -> dict:
         n = rows(w)
         spec = {
             "kind": "em", "workload": asdict(w), "n": n, "dtype": dtype, "lib": lib,
-            "check_iter": check_iter, "min_seconds": min_seconds,
+            "check_iter": check_iter, "min_seconds": min_seconds, "iters": iters,
         }  # fmt: skip
         if lib == "gaussmix":
             return run_child(spec, in_process)
@@ -724,8 +736,9 @@ def main(argv=None) -> int:
             sk_cache[key] = run_child(spec, in_process)
         return sk_cache[key]
 
-    # every (library, row, dtype) measured once per pass, the passes minutes apart: a row keeps
-    # each library's fastest pass, so a noisy minute on this shared machine costs one pass
+    # every (library, row, dtype) measured once per pass, the passes minutes apart, a later
+    # pass at the first pass's two fit lengths: each length keeps its fastest time over every
+    # run of every pass, so a noisy minute on this shared machine costs one pass
     tries: dict = {}
 
     def measure_pass(dtype: str, rows_of_pass: list[Workload], libs: tuple[str, ...]) -> None:
@@ -733,7 +746,9 @@ def main(argv=None) -> int:
             sk_cache.clear()
             for w in rows_of_pass:
                 for lib in libs:
-                    tries.setdefault((lib, w.name, dtype), []).append(em(lib, w, dtype))
+                    done = tries.setdefault((lib, w.name, dtype), [])
+                    iters = done[0]["iters"] if done and "error" not in done[0] else None
+                    done.append(em(lib, w, dtype, iters))
                 if passes > 1:
                     got = [tries[(lib, w.name, dtype)][-1].get("ms_per_iter") for lib in libs]
                     print(f"  pass {p + 1}/{passes} {dtype} {w.name:<13} " + "  ".join(
@@ -745,15 +760,24 @@ def main(argv=None) -> int:
         ok = [m for m in tries[(lib, w.name, dtype)] if "error" not in m]
         if not ok:
             return tries[(lib, w.name, dtype)][0]
-        fastest = min(ok, key=lambda m: m["ms_per_iter"])
-        return {**fastest, "passes_ms": [m["ms_per_iter"] for m in ok]}
+        # the first successful pass chose the lengths and holds the parameters
+        a, b = ok[0]["iters"]
+        same = [m for m in ok if m["iters"] == [a, b]]
+        t_a = min(m["t_a"] for m in same)
+        t_b = min(m["t_b"] for m in same)
+        upper = not t_b > t_a
+        ms = (t_b / b if upper else (t_b - t_a) / (b - a)) * 1e3
+        return {
+            **ok[0], "ms_per_iter": ms, "upper_bound": upper,
+            "passes_ms": [m["ms_per_iter"] for m in ok],
+        }  # fmt: skip
 
     measure_pass("float64", chosen, ("sklearn", "gaussmix"))
     if passes > 1:
         print()
     print(
-        "float64 (ms/iter, the fastest pass of each library; %dgemm, %copy: share of the limits "
-        "above; RSS: peak MiB)"
+        "float64 (ms/iter, each fit length the fastest of every pass; %dgemm, %copy: share of the "
+        "limits above; RSS: peak MiB)"
     )
     print(header)
     for w in chosen:
