@@ -235,6 +235,13 @@ def _params_of(est) -> dict:
     }
 
 
+def _ms_per_iter(t_a: float, t_b: float, a: int, b: int) -> tuple[float, bool]:
+    """ms per iteration from the times of fits of ``a`` and ``b`` iterations, and whether it is
+    only the upper bound ``t_b / b`` (the longer fit was not measurably longer)."""
+    upper_bound = not t_b > t_a
+    return (t_b / b if upper_bound else (t_b - t_a) / (b - a)) * 1e3, upper_bound
+
+
 def measure_em(
     lib: str,
     w: Workload,
@@ -268,8 +275,7 @@ def measure_em(
         b = a + min(400, max(b - a + 1, int(np.ceil(min_seconds / per_iter))))
         t_a, _ = _fit_seconds(lib, cov, w.k, X, start, a, repeat)
         t_b, _ = _fit_seconds(lib, cov, w.k, X, start, b, repeat)
-    upper_bound = not t_b > t_a
-    ms = (t_b / b if upper_bound else (t_b - t_a) / (b - a)) * 1e3
+    ms, upper_bound = _ms_per_iter(t_a, t_b, a, b)
     return {
         "ms_per_iter": ms,
         "upper_bound": upper_bound,
@@ -763,10 +769,9 @@ def main(argv=None) -> int:
         # the first successful pass chose the lengths and holds the parameters
         a, b = ok[0]["iters"]
         same = [m for m in ok if m["iters"] == [a, b]]
-        t_a = min(m["t_a"] for m in same)
-        t_b = min(m["t_b"] for m in same)
-        upper = not t_b > t_a
-        ms = (t_b / b if upper else (t_b - t_a) / (b - a)) * 1e3
+        ms, upper = _ms_per_iter(
+            min(m["t_a"] for m in same), min(m["t_b"] for m in same), a, b
+        )
         return {
             **ok[0], "ms_per_iter": ms, "upper_bound": upper,
             "passes_ms": [m["ms_per_iter"] for m in ok],
