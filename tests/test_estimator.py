@@ -319,6 +319,28 @@ def test_predict_checks(blobs):
         gm.score_samples(np.full((2, 3), np.inf))
 
 
+def test_plain_float_arrays_predict_as_validated_ones(blobs):
+    # a plain float array of the fitted width skips scikit-learn's validation: every other
+    # input still goes through it, and both give the same numbers and the same errors
+    gm = GaussianMixture(2, random_state=0).fit(blobs)
+    expected = gm.score_samples(blobs.tolist())  # a list: scikit-learn's checks
+    for X in (blobs, np.asfortranarray(blobs), blobs.astype(">f8")):
+        np.testing.assert_array_equal(gm.score_samples(X), expected)
+    np.testing.assert_array_equal(gm.score_samples(blobs[::2]), expected[::2])
+    X32 = blobs.astype(np.float32)
+    np.testing.assert_array_equal(gm.score_samples(X32), gm.score_samples(X32.tolist()))
+    with pytest.raises(ValueError, match="0 sample"):
+        gm.score_samples(np.empty((0, 3)))
+    with pytest.raises(ValueError, match="3 features"):
+        gm.predict(np.zeros((4, 2)))
+    with pytest.raises(ValueError, match="2D array"):
+        gm.predict(np.zeros(3))
+    pd = pytest.importorskip("pandas")
+    named = GaussianMixture(2, random_state=0).fit(pd.DataFrame(blobs, columns=list("abc")))
+    with pytest.warns(UserWarning, match="feature names"):
+        named.predict(blobs)
+
+
 def test_dataframe_feature_names():
     pd = pytest.importorskip("pandas")
     df = pd.DataFrame(np.random.RandomState(0).rand(50, 2), columns=["height", "weight"])

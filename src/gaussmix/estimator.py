@@ -42,6 +42,8 @@ def _is_dask(obj: Any) -> bool:
 
 
 _FLOATS = [np.float64, np.float32]
+# in native byte order: the arrays scikit-learn's validation returns unchanged
+_NATIVE_FLOATS = (np.dtype(np.float64), np.dtype(np.float32))
 
 
 def _check_weights(weights: ArrayLike, n_components: int, name: str) -> NDArray:
@@ -396,8 +398,18 @@ class GaussianMixture(DistributionMixin, DensityMixin, BaseEstimator):
     def _validated_rows(self, X) -> NDArray:
         """Rows validated as scikit-learn does, in the working dtype, values not yet checked."""
         check_is_fitted(self)
-        # the finiteness test comes with the min and max (_check_extremes): one pass over X
-        X = validate_data(self, X, dtype=_FLOATS, reset=False, ensure_all_finite=False)
+        # scikit-learn's checks (~0.1 ms: 10 % of a 100 000-row prediction at W1) find nothing
+        # to convert or refuse in a plain float array of the fitted width; the finiteness test
+        # comes with the min and max (_check_extremes): one pass over X
+        if not (
+            type(X) is np.ndarray
+            and X.ndim == 2
+            and X.dtype in _NATIVE_FLOATS
+            and X.shape[0] > 0
+            and X.shape[1] == getattr(self, "n_features_in_", None)
+            and not hasattr(self, "feature_names_in_")
+        ):
+            X = validate_data(self, X, dtype=_FLOATS, reset=False, ensure_all_finite=False)
         # rows are evaluated in the model's precision or better: a float64 model rounded to
         # float32 rows lost up to 0.4 in log-density on data offset by 1e6
         return X.astype(np.result_type(X.dtype, self.means_.dtype), copy=False)
