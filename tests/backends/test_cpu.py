@@ -615,11 +615,11 @@ def test_a_forked_child_runs_the_engine_after_its_parent():
     assert queue.get(timeout=10) == parent
 
 
-def test_written_out_kernel_is_what_its_generator_writes():
-    # _upper16_log_joint is the output of tools/gen_upper16.py: an edit by hand would be lost
-    # at the next run of the script
-    path = Path(__file__).resolve().parents[2] / "tools" / "gen_upper16.py"
-    spec = importlib.util.spec_from_file_location("gen_upper16", path)
+def test_written_out_kernels_are_what_their_generator_writes():
+    # _upper4/8/16_log_joint are the output of tools/gen_upper.py: an edit by hand would be
+    # lost at the next run of the script
+    path = Path(__file__).resolve().parents[2] / "tools" / "gen_upper.py"
+    spec = importlib.util.spec_from_file_location("gen_upper", path)
     gen = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(gen)
     assert gen.main(["--check"]) == 0

@@ -272,99 +272,6 @@ def _full2_moments(xt, m, resp, sh, sx, sxx):
 
 
 @nb.njit(**_JIT)
-def _upper8_log_joint(xt, m, K, mu, P, const, lj):
-    """``lj[k, :m]`` for 5 to 8 features and upper triangular factors (those of every
-    M-step): the 36 multiply-adds of each row's ``(x - μ_k) P_k`` written out, so that the
-    loop over rows keeps everything in registers and vectorises (the blocked general loops
-    went through memory, 2.2x slower at d = 8). Fewer features are padded with zero factor
-    entries (``mu`` (K, 8) and ``P`` (K, 8, 8) from :func:`_pad`; the rows of ``xt`` read in
-    place of the missing features are then multiplied by 0)."""
-    d = xt.shape[0]
-    dt = xt.dtype.type
-    i0 = min(0, d - 1)
-    i1 = min(1, d - 1)
-    i2 = min(2, d - 1)
-    i3 = min(3, d - 1)
-    i4 = min(4, d - 1)
-    i5 = min(5, d - 1)
-    i6 = min(6, d - 1)
-    i7 = min(7, d - 1)
-    for k in range(K):
-        m0 = mu[k, 0]
-        m1 = mu[k, 1]
-        m2 = mu[k, 2]
-        m3 = mu[k, 3]
-        m4 = mu[k, 4]
-        m5 = mu[k, 5]
-        m6 = mu[k, 6]
-        m7 = mu[k, 7]
-        p00 = P[k, 0, 0]
-        p01 = P[k, 0, 1]
-        p02 = P[k, 0, 2]
-        p03 = P[k, 0, 3]
-        p04 = P[k, 0, 4]
-        p05 = P[k, 0, 5]
-        p06 = P[k, 0, 6]
-        p07 = P[k, 0, 7]
-        p11 = P[k, 1, 1]
-        p12 = P[k, 1, 2]
-        p13 = P[k, 1, 3]
-        p14 = P[k, 1, 4]
-        p15 = P[k, 1, 5]
-        p16 = P[k, 1, 6]
-        p17 = P[k, 1, 7]
-        p22 = P[k, 2, 2]
-        p23 = P[k, 2, 3]
-        p24 = P[k, 2, 4]
-        p25 = P[k, 2, 5]
-        p26 = P[k, 2, 6]
-        p27 = P[k, 2, 7]
-        p33 = P[k, 3, 3]
-        p34 = P[k, 3, 4]
-        p35 = P[k, 3, 5]
-        p36 = P[k, 3, 6]
-        p37 = P[k, 3, 7]
-        p44 = P[k, 4, 4]
-        p45 = P[k, 4, 5]
-        p46 = P[k, 4, 6]
-        p47 = P[k, 4, 7]
-        p55 = P[k, 5, 5]
-        p56 = P[k, 5, 6]
-        p57 = P[k, 5, 7]
-        p66 = P[k, 6, 6]
-        p67 = P[k, 6, 7]
-        p77 = P[k, 7, 7]
-        c = const[k]
-        for r in range(m):
-            d0 = xt[i0, r] - m0
-            d1 = xt[i1, r] - m1
-            d2 = xt[i2, r] - m2
-            d3 = xt[i3, r] - m3
-            d4 = xt[i4, r] - m4
-            d5 = xt[i5, r] - m5
-            d6 = xt[i6, r] - m6
-            d7 = xt[i7, r] - m7
-            y0 = d0 * p00
-            y1 = d0 * p01 + d1 * p11
-            y2 = d0 * p02 + d1 * p12 + d2 * p22
-            y3 = d0 * p03 + d1 * p13 + d2 * p23 + d3 * p33
-            y4 = (d0 * p04 + d1 * p14 + d2 * p24 + d3 * p34) + (
-                d4 * p44
-            )
-            y5 = (d0 * p05 + d1 * p15 + d2 * p25 + d3 * p35) + (
-                d4 * p45 + d5 * p55
-            )
-            y6 = (d0 * p06 + d1 * p16 + d2 * p26 + d3 * p36) + (
-                d4 * p46 + d5 * p56 + d6 * p66
-            )
-            y7 = (d0 * p07 + d1 * p17 + d2 * p27 + d3 * p37) + (
-                d4 * p47 + d5 * p57 + d6 * p67 + d7 * p77
-            )
-            q = (y0 * y0 + y1 * y1 + y2 * y2 + y3 * y3) + (y4 * y4 + y5 * y5 + y6 * y6 + y7 * y7)
-            lj[k, r] = c - dt(0.5) * q
-
-
-@nb.njit(**_JIT)
 def _padded_width(d, single):
     """Features of the written-out loops for ``d`` features (0: the general loops);
     ``single``: float32 data. The 16-wide loops do the zero padding's multiply-adds too:
@@ -396,52 +303,96 @@ def _pad(means, prec, width):
     return mu, P
 
 
+# --- begin: written by tools/gen_upper.py, do not edit ---
+
+
 @nb.njit(**_JIT)
 def _upper4_log_joint(xt, m, K, mu, P, const, lj):
-    """:func:`_upper8_log_joint` for 3 or 4 features (padded to 4)."""
+    """:func:`_upper8_log_joint` for 3 to 4 features (padded to 4)."""
     d = xt.shape[0]
     dt = xt.dtype.type
-    i2 = min(2, d - 1)
     i3 = min(3, d - 1)
     for k in range(K):
-        m0 = mu[k, 0]
-        m1 = mu[k, 1]
-        m2 = mu[k, 2]
-        m3 = mu[k, 3]
-        p00 = P[k, 0, 0]
-        p01 = P[k, 0, 1]
-        p02 = P[k, 0, 2]
-        p03 = P[k, 0, 3]
-        p11 = P[k, 1, 1]
-        p12 = P[k, 1, 2]
-        p13 = P[k, 1, 3]
-        p22 = P[k, 2, 2]
-        p23 = P[k, 2, 3]
-        p33 = P[k, 3, 3]
         c = const[k]
+        m0, m1, m2, m3 = mu[k, 0], mu[k, 1], mu[k, 2], mu[k, 3]
+        p0_0, p0_1, p0_2, p0_3 = P[k, 0, 0], P[k, 0, 1], P[k, 0, 2], P[k, 0, 3]
+        p1_1, p1_2, p1_3 = P[k, 1, 1], P[k, 1, 2], P[k, 1, 3]
+        p2_2, p2_3 = P[k, 2, 2], P[k, 2, 3]
+        p3_3 = P[k, 3, 3]
         for r in range(m):
             d0 = xt[0, r] - m0
             d1 = xt[1, r] - m1
-            d2 = xt[i2, r] - m2
+            d2 = xt[2, r] - m2
             d3 = xt[i3, r] - m3
-            y0 = d0 * p00
-            y1 = d0 * p01 + d1 * p11
-            y2 = d0 * p02 + d1 * p12 + d2 * p22
-            y3 = d0 * p03 + d1 * p13 + d2 * p23 + d3 * p33
-            lj[k, r] = c - dt(0.5) * ((y0 * y0 + y1 * y1) + (y2 * y2 + y3 * y3))
+            y0 = d0 * p0_0
+            y1 = d0 * p0_1 + d1 * p1_1
+            y2 = d0 * p0_2 + d1 * p1_2 + d2 * p2_2
+            y3 = d0 * p0_3 + d1 * p1_3 + d2 * p2_3 + d3 * p3_3
+            q = (y0 * y0 + y1 * y1 + y2 * y2 + y3 * y3)
+            lj[k, r] = c - dt(0.5) * q
 
 
-# --- begin: written by tools/gen_upper16.py, do not edit ---
+@nb.njit(**_JIT)
+def _upper8_log_joint(xt, m, K, mu, P, const, lj):
+    """``lj[k, :m]`` for 5 to 8 features and upper triangular factors (those of
+    every M-step): the multiply-adds of each row's ``(x - μ_k) P_k`` written out, every
+    coefficient in a local variable ahead of the loop over rows (tools/gen_upper.py).
+    Fewer features are padded with zero factor entries (``mu`` (K, 8) and ``P``
+    (K, 8, 8) from :func:`_pad`; the rows of ``xt`` read in place of the missing
+    features are then multiplied by 0)."""
+    d = xt.shape[0]
+    dt = xt.dtype.type
+    i5 = min(5, d - 1)
+    i6 = min(6, d - 1)
+    i7 = min(7, d - 1)
+    for k in range(K):
+        c = const[k]
+        m0, m1, m2, m3 = mu[k, 0], mu[k, 1], mu[k, 2], mu[k, 3]
+        m4, m5, m6, m7 = mu[k, 4], mu[k, 5], mu[k, 6], mu[k, 7]
+        p0_0, p0_1, p0_2, p0_3 = P[k, 0, 0], P[k, 0, 1], P[k, 0, 2], P[k, 0, 3]
+        p0_4, p0_5, p0_6, p0_7 = P[k, 0, 4], P[k, 0, 5], P[k, 0, 6], P[k, 0, 7]
+        p1_1, p1_2, p1_3, p1_4 = P[k, 1, 1], P[k, 1, 2], P[k, 1, 3], P[k, 1, 4]
+        p1_5, p1_6, p1_7 = P[k, 1, 5], P[k, 1, 6], P[k, 1, 7]
+        p2_2, p2_3, p2_4, p2_5 = P[k, 2, 2], P[k, 2, 3], P[k, 2, 4], P[k, 2, 5]
+        p2_6, p2_7 = P[k, 2, 6], P[k, 2, 7]
+        p3_3, p3_4, p3_5, p3_6 = P[k, 3, 3], P[k, 3, 4], P[k, 3, 5], P[k, 3, 6]
+        p3_7 = P[k, 3, 7]
+        p4_4, p4_5, p4_6, p4_7 = P[k, 4, 4], P[k, 4, 5], P[k, 4, 6], P[k, 4, 7]
+        p5_5, p5_6, p5_7 = P[k, 5, 5], P[k, 5, 6], P[k, 5, 7]
+        p6_6, p6_7 = P[k, 6, 6], P[k, 6, 7]
+        p7_7 = P[k, 7, 7]
+        for r in range(m):
+            d0 = xt[0, r] - m0
+            d1 = xt[1, r] - m1
+            d2 = xt[2, r] - m2
+            d3 = xt[3, r] - m3
+            d4 = xt[4, r] - m4
+            d5 = xt[i5, r] - m5
+            d6 = xt[i6, r] - m6
+            d7 = xt[i7, r] - m7
+            y0 = d0 * p0_0
+            y1 = d0 * p0_1 + d1 * p1_1
+            y2 = d0 * p0_2 + d1 * p1_2 + d2 * p2_2
+            y3 = d0 * p0_3 + d1 * p1_3 + d2 * p2_3 + d3 * p3_3
+            y4 = (d0 * p0_4 + d1 * p1_4 + d2 * p2_4 + d3 * p3_4) + (d4 * p4_4)
+            y5 = (d0 * p0_5 + d1 * p1_5 + d2 * p2_5 + d3 * p3_5) + (d4 * p4_5 + d5 * p5_5)
+            y6 = (
+                (d0 * p0_6 + d1 * p1_6 + d2 * p2_6 + d3 * p3_6) +
+                (d4 * p4_6 + d5 * p5_6 + d6 * p6_6)
+            )
+            y7 = (
+                (d0 * p0_7 + d1 * p1_7 + d2 * p2_7 + d3 * p3_7) +
+                (d4 * p4_7 + d5 * p5_7 + d6 * p6_7 + d7 * p7_7)
+            )
+            q = (y0 * y0 + y1 * y1 + y2 * y2 + y3 * y3) + (y4 * y4 + y5 * y5 + y6 * y6 + y7 * y7)
+            lj[k, r] = c - dt(0.5) * q
 
 
 @nb.njit(**_JIT)
 def _upper16_log_joint(xt, m, K, mu, P, const, lj):
-    """:func:`_upper8_log_joint` for 13 to 16 features (padded to 16): every
-    coefficient in a local variable ahead of the loop over rows (see the script).
-    """
+    """:func:`_upper8_log_joint` for 13 to 16 features (padded to 16)."""
     d = xt.shape[0]
     dt = xt.dtype.type
-    i12 = min(12, d - 1)
     i13 = min(13, d - 1)
     i14 = min(14, d - 1)
     i15 = min(15, d - 1)
@@ -504,7 +455,7 @@ def _upper16_log_joint(xt, m, K, mu, P, const, lj):
             d9 = xt[9, r] - m9
             d10 = xt[10, r] - m10
             d11 = xt[11, r] - m11
-            d12 = xt[i12, r] - m12
+            d12 = xt[12, r] - m12
             d13 = xt[i13, r] - m13
             d14 = xt[i14, r] - m14
             d15 = xt[i15, r] - m15
@@ -571,7 +522,7 @@ def _upper16_log_joint(xt, m, K, mu, P, const, lj):
             lj[k, r] = c - dt(0.5) * q
 
 
-# --- end: written by tools/gen_upper16.py ---
+# --- end: written by tools/gen_upper.py ---
 
 
 @nb.njit(**_JIT)
