@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from child_signals import default_signals
 from gaussmix._atomic import atomic_write, new_file_mode
 from gaussmix._io import atomic_output, write_csv
 
@@ -144,8 +145,9 @@ _WRITER = textwrap.dedent(
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
 def test_sigterm_and_sighup_while_writing_leave_no_temporary(tmp_path, sig):
     target = tmp_path / "out.txt"
-    proc = subprocess.Popen([sys.executable, "-c", _WRITER, str(target)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    with default_signals():
+        proc = subprocess.Popen([sys.executable, "-c", _WRITER, str(target)], text=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
     assert proc.stdout.readline() == "writing\n"
     assert len(_temporaries(tmp_path)) == 1  # the write is under way
     proc.send_signal(sig)

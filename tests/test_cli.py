@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 import gaussmix
+from child_signals import default_signals
 from gaussmix import GaussianMixture
 from gaussmix._io import read_table, write_csv
 from gaussmix.demo import faithful_like, iris_data
@@ -366,8 +367,9 @@ def _pty_run(args, cwd, env, until: bytes | None = None, timeout=60):
     """Run with stderr on a pseudo-terminal; return (process, stderr bytes so far)."""
     master, slave = os.openpty()
     full_env = {**os.environ, "COLUMNS": "120", "TERM": "xterm", **env}
-    proc = subprocess.Popen([str(SCRIPT), *args], cwd=cwd, env=full_env,
-                            stdout=subprocess.PIPE, stderr=slave)  # fmt: skip
+    with default_signals():
+        proc = subprocess.Popen([str(SCRIPT), *args], cwd=cwd, env=full_env,
+                                stdout=subprocess.PIPE, stderr=slave)  # fmt: skip
     os.close(slave)
     seen = b""
     deadline = time.monotonic() + timeout

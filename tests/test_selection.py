@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from sklearn.mixture import GaussianMixture as SkGaussianMixture
 
+from child_signals import default_signals
 from gaussmix import GaussianMixture
 from gaussmix.demo import faithful_like
 from gaussmix.selection import COVARIANCE_TYPES, select
@@ -198,8 +199,9 @@ def _start_grid(folder, *, session: bool = False):
     args = [str(_SCRIPT), "select", "endless.npy", "--k-max", "4", "--covariance-type", "full",
             "--n-jobs", "2", "--tol", "0", "--max-iter", "1000000", "-o", "best.gmm"]  # fmt: skip
     env = {k: v for k, v in os.environ.items() if k != "GAUSSMIX_DEBUG"}
-    return subprocess.Popen(args, cwd=folder, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, start_new_session=session)  # fmt: skip
+    with default_signals():
+        return subprocess.Popen(args, cwd=folder, env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, start_new_session=session)  # fmt: skip
 
 
 def _fitting(proc, timeout: float = 60) -> None:
