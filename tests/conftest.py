@@ -20,3 +20,20 @@ def mclust_data():
         return np.ascontiguousarray(load_dataset(name)[0], dtype=np.float64)
 
     return load
+
+
+@pytest.fixture
+def reap():
+    """``reap(proc)`` returns ``proc`` and kills it at the end of the test if it still runs: a
+    failed assertion must not leave a million-iteration fit behind on the machine."""
+    procs = []
+
+    def register(proc):
+        procs.append(proc)
+        return proc
+
+    yield register
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(30)

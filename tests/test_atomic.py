@@ -143,11 +143,11 @@ _WRITER = textwrap.dedent(
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
-def test_sigterm_and_sighup_while_writing_leave_no_temporary(tmp_path, sig):
+def test_sigterm_and_sighup_while_writing_leave_no_temporary(tmp_path, sig, reap):
     target = tmp_path / "out.txt"
     with default_signals():
-        proc = subprocess.Popen([sys.executable, "-c", _WRITER, str(target)], text=True,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+        proc = reap(subprocess.Popen([sys.executable, "-c", _WRITER, str(target)], text=True,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE))  # fmt: skip
     assert proc.stdout.readline() == "writing\n"
     assert len(_temporaries(tmp_path)) == 1  # the write is under way
     proc.send_signal(sig)

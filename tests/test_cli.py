@@ -427,9 +427,10 @@ def test_progress_bar_on_a_terminal_only(ws, faithful):
 
 
 @pytest.mark.slow
-def test_ctrl_c_stops_cleanly_without_output(ws, slow_data):
+def test_ctrl_c_stops_cleanly_without_output(ws, slow_data, reap):
     args = ["fit", slow_data, "-k", "4", "--tol", "0", "--max-iter", "100000", "-o", "int.gmm"]
     proc, master, seen = _pty_run(args, ws, {"GAUSSMIX_PROGRESS_DELAY": "0"}, until=b"log-lik")
+    reap(proc)
     assert b"log-lik" in seen, seen  # EM is running
     proc.send_signal(signal.SIGINT)
     status = proc.wait(30)

@@ -231,8 +231,8 @@ def _reads_to_eof(stream, timeout: float = 15) -> bool:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM, signal.SIGHUP])
-def test_signals_stop_the_grid_at_once(endless, sig):
-    proc = _start_grid(endless)
+def test_signals_stop_the_grid_at_once(endless, sig, reap):
+    proc = reap(_start_grid(endless))
     _fitting(proc)
     sent = time.monotonic()
     proc.send_signal(sig)
@@ -249,9 +249,9 @@ def test_signals_stop_the_grid_at_once(endless, sig):
 
 
 @pytest.mark.slow
-def test_ctrl_c_stops_the_grid_with_one_line(endless):
+def test_ctrl_c_stops_the_grid_with_one_line(endless, reap):
     # a terminal's Ctrl-C reaches the whole foreground process group
-    proc = _start_grid(endless, session=True)
+    proc = reap(_start_grid(endless, session=True))
     _fitting(proc)
     os.killpg(proc.pid, signal.SIGINT)
     assert proc.wait(30) == 130
