@@ -252,6 +252,11 @@ def _responsibilities(Lk, w, top, s, t0, m):  # pragma: no cover - compiled
     for i in range(m):
         # s[i] >= 1: the largest term is exp(0)
         ll += w[t0 + i] * (top[i] + log_ge1(s[i]))
+    # a loop of its own: beside a store, the vectorised sum came with a run-time overlap test
+    # of the arrays, whose scalar fallback adds in another order, so the last bits of the
+    # log-likelihood followed where the heap put the arrays (a fit in a worker thread differed
+    # from the main thread's; the parameters, free of the sum, did not)
+    for i in range(m):
         s[i] = w[t0 + i] / s[i]
     for k in range(K):
         for i in range(m):

@@ -569,9 +569,12 @@ def _row_norms(w, weighted, t0, m, mx, tot, rw, lg):
         lg[r] = mx[r] + log_ge1(tot[r])
     if weighted:
         for r in range(m):
-            wr = w[t0 + r]
-            ll += wr * lg[r]
-            rw[r] = dt(wr) / tot[r]
+            ll += w[t0 + r] * lg[r]
+        # the sum without a store beside it: a vectorised sum next to a store comes with a
+        # run-time overlap test of the arrays whose scalar fallback adds in another order
+        # (gaussmix._small._responsibilities: last bits that followed the heap's layout)
+        for r in range(m):
+            rw[r] = dt(w[t0 + r]) / tot[r]
     else:
         for r in range(m):
             ll += lg[r]
