@@ -753,8 +753,9 @@ def main(argv=None) -> int:
             for w in rows_of_pass:
                 for lib in libs:
                     done = tries.setdefault((lib, w.name, dtype), [])
-                    iters = done[0]["iters"] if done and "error" not in done[0] else None
-                    done.append(em(lib, w, dtype, iters))
+                    # the lengths of the first successful pass, which best() combines
+                    first = next((m for m in done if "error" not in m), None)
+                    done.append(em(lib, w, dtype, first["iters"] if first else None))
                 if passes > 1:
                     got = [tries[(lib, w.name, dtype)][-1].get("ms_per_iter") for lib in libs]
                     print(f"  pass {p + 1}/{passes} {dtype} {w.name:<13} " + "  ".join(
