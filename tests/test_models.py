@@ -411,7 +411,8 @@ def test_mm_loop_reaches_the_common_axes(seed, variable_volume):
     S = 0.3 * (S - S.T) / np.linalg.norm(S - S.T)
     D0 = np.ascontiguousarray(D_true @ expm(S))
     A0 = _start_shapes(W, nk, D0, variable_volume)
-    omega = np.linalg.eigvalsh(W)[:, -1]
+    # contiguous, as the library passes it (a strided view would compile the loop again)
+    omega = np.ascontiguousarray(np.linalg.eigvalsh(W)[:, -1])
     D, A, _t, ok = mm_orientation_loop(W, nk, D0, A0, omega, variable_volume, 1e-15, 10_000)
     assert ok
     # the same axes up to column signs and order: |Dᵀ D_true| is a permutation matrix
@@ -464,7 +465,8 @@ def test_mm_loop_is_stationary_for_scipy(variable_volume):
         W[k] = X.T @ X
     D0 = np.eye(d)
     A0 = _start_shapes(W, nk, D0, variable_volume)
-    omega = np.linalg.eigvalsh(W)[:, -1]
+    # contiguous, as the library passes it (a strided view would compile the loop again)
+    omega = np.ascontiguousarray(np.linalg.eigvalsh(W)[:, -1])
     D, _A, _t, ok = mm_orientation_loop(W, nk, D0, A0, omega, variable_volume, 1e-15, 10_000)
     assert ok
     iu = np.triu_indices(d, 1)

@@ -428,3 +428,37 @@ def test_reaches_mclust_from_its_start(case):
     np.testing.assert_allclose(full, ref, rtol=rtol, atol=rtol * np.abs(ref).max())
     np.testing.assert_allclose(logdens, case["logdens"], rtol=rtol, atol=rtol)
     assert logdens.sum() == pytest.approx(case["loglik"], rel=rtol)
+
+
+def test_every_path_reaches_each_kernel_with_one_signature(mclust_data):
+    """numba compiles a function once per argument types, and a constant passed from
+    compiled code is typed as a literal, a read-only array (a memory-mapped ``.npy`` file) as
+    another type: the compiled grid's EM loop was compiled three times (a cold compile about
+    a minute longer). Every way in, from writeable and read-only data, must reach each kernel
+    of the grid with one signature (``.signatures`` lists what this process compiled or
+    loaded, so kernels reached the same way by earlier tests count too)."""
+    from numba.core.dispatcher import Dispatcher
+
+    from gaussmix import _hc, _mm_kernel, _small
+    from gaussmix._small import fit_cell
+
+    X = mclust_data("faithful")
+    read_only = X.copy()
+    read_only.flags.writeable = False
+    w = np.ones(X.shape[0])
+    labels = (X[:, 0] > np.median(X[:, 0])).astype(np.intp)
+    kw = {"reg_covar": REG, "tol": 1e-5, "max_iter": 3}
+    for data in (X, read_only):
+        for name in ("VII", "VVV", "VVE"):  # diagonal, full, and the MM loop
+            start = start_from_labels(data, None, labels, 2, name, reg_covar=REG)
+            p0 = (start.weights, start.means, start.covariances)
+            fit_small(data, None, name, *p0, **kw)
+            fit_cell(data, w, name, 2, labels=labels, rel_tol=0.0, **kw)
+            fit_cell(data, w, name, 2, start=p0, rel_tol=0.0, **kw)
+            params = _partition_start(data, 2, name)
+            SmallExecutor(data).e_step(params)
+        _hc.hc_tree(data)
+    for module in (_small, _mm_kernel, _hc):
+        for name, obj in vars(module).items():
+            if isinstance(obj, Dispatcher):
+                assert len(obj.signatures) <= 1, (module.__name__, name, obj.signatures)

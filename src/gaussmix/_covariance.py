@@ -892,7 +892,8 @@ def _mm_orientation(
 
     D, A, target, ok = mm_orientation_loop(
         np.ascontiguousarray(W), np.asarray(nk, dtype=np.float64), np.ascontiguousarray(D),
-        np.ascontiguousarray(A), omega, variable_volume, INNER_TOL, INNER_MAX_ITER,
+        np.ascontiguousarray(A), np.ascontiguousarray(omega), variable_volume, INNER_TOL,
+        INNER_MAX_ITER,
     )  # fmt: skip
     if not ok:
         # a component whose scatter has no extent along an axis of D is singular: NaN for it

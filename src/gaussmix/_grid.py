@@ -28,7 +28,15 @@ import numpy as np
 from numpy.typing import NDArray
 
 from gaussmix._covariance import get_model
-from gaussmix._small import FIT_EMPTY, FIT_USABLE, NON_FINITE, OK, CellFit, fit_cell
+from gaussmix._small import (
+    FIT_EMPTY,
+    FIT_USABLE,
+    NON_FINITE,
+    OK,
+    CellFit,
+    fit_cell,
+    kernel_array,
+)
 
 __all__ = ["LABEL_STARTS", "SEARCH_ROWS", "Cell", "fit_grid", "same_partition"]
 
@@ -198,7 +206,7 @@ def fit_grid(
     """
     n, d = X.shape
     threads = max(1, int(threads or os.cpu_count() or 1))
-    weights = np.ones(n) if w is None else np.ascontiguousarray(w, dtype=np.float64)
+    weights = np.ones(n) if w is None else kernel_array(w)
     cells: dict[tuple[int, str], Cell] = {}
     for model in models:
         for k in ks:

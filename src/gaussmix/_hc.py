@@ -56,6 +56,8 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from sklearn.utils import check_random_state
 
+from gaussmix._vecmath import unliteral
+
 __all__ = [
     "HC_MODELS",
     "HC_USES",
@@ -213,7 +215,8 @@ def _union(a, b, size, S, trace, R, Rb, U, v):
         tr = trace[a] + dd
     else:
         tr = trace[b] + dd
-    _add_row(U, 0, p, min(n - 2, p), v, 0)
+    # unliteral: the constant 0s would compile _add_row once more, for Literal[int](0)
+    _add_row(U, unliteral(0), p, min(n - 2, p), v, unliteral(0))
     return tr, sa, sb
 
 

@@ -32,7 +32,7 @@ from gaussmix._gaussian import LOG_2PI
 from gaussmix._mm_kernel import mm_orientation_loop
 from gaussmix._params import MixtureParams
 from gaussmix._stats import SuffStats
-from gaussmix._vecmath import exp_nonpos, log_ge1
+from gaussmix._vecmath import exp_nonpos, log_ge1, unliteral
 
 __all__ = [
     "NON_FINITE",
@@ -152,14 +152,14 @@ class SmallExecutor:
     """
 
     def __init__(self, X: NDArray, sample_weight: NDArray | None = None) -> None:
-        self.X = np.ascontiguousarray(X, dtype=np.float64)
+        self.X = kernel_array(X)
         self.n_samples, self.n_features = self.X.shape
         self.dtype = np.dtype(np.float64)
         self.sample_weight = sample_weight
         self._w = (
             np.ones(self.n_samples)
             if sample_weight is None
-            else np.ascontiguousarray(sample_weight, dtype=np.float64)
+            else kernel_array(sample_weight)
         )
         self._wsum = float(self._w.sum())
 
@@ -168,15 +168,12 @@ class SmallExecutor:
         shift = params.means if shift is None else shift
         model = params.model
         K, d = params.means.shape
-        factors = np.ascontiguousarray(
-            model.component_factors(params.precisions_cholesky, K, d), dtype=np.float64
-        )
+        factors = kernel_array(model.component_factors(params.precisions_cholesky, K, d))
         with np.errstate(divide="ignore"):
             const = np.log(params.weights) + params.log_det_precision_cholesky - 0.5 * d * LOG_2PI
         kernel = _estep_full if model.moment == "full" else _estep_diag
         nk, sx, sxx, ll = kernel(
-            self.X, self._w, np.ascontiguousarray(params.means), factors, const,
-            np.ascontiguousarray(shift, dtype=np.float64),
+            self.X, self._w, kernel_array(params.means), factors, const, kernel_array(shift),
         )  # fmt: skip
         return SuffStats(np.asarray(shift), nk, sx, sxx, float(ll), self._wsum, self.n_samples)
 
@@ -908,7 +905,7 @@ def _fit_diag(X, w, wsum, code, weights, means, cov, reg, tol, max_iter, warm, s
         for k in range(K):
             const[k] = np.log(weights[k]) + logdet[k] - half_d_log_2pi
         nk, sx, sxx, ll, _ = _estep_cols_diag(XT, w, means, P, const, Lk, top, s, acc,
-                                               no_labels, False)
+                                               no_labels, unliteral(False))
         lower_bound = ll / wsum
         if not np.isfinite(lower_bound):
             status = NON_FINITE
@@ -973,7 +970,7 @@ def _fit_full(X, w, wsum, code, weights, means, cov, reg, tol, max_iter, warm, s
         for k in range(K):
             const[k] = np.log(weights[k]) + logdet[k] - half_d_log_2pi
         nk, sx, sxx, ll, _ = _estep_cols_full(XT, w, means, P, const, Lk, top, s, acc,
-                                               no_labels, False)
+                                               no_labels, unliteral(False))
         lower_bound = ll / wsum
         if not np.isfinite(lower_bound):
             status = NON_FINITE
@@ -1077,10 +1074,20 @@ def _model_code(model_name: str) -> int:
         ) from None
 
 
+def kernel_array(a: NDArray) -> NDArray:
+    """``a`` as a C-contiguous, writeable float64 array (a copy only if it is not one).
+
+    numba types a read-only array (a memory-mapped ``.npy`` file, a broadcast view) as
+    another type than a writeable one and compiles every kernel it reaches again for it:
+    ~25 s more of a cold compile for a fit on a ``.npy`` file after one on a CSV file.
+    """
+    return np.require(a, np.float64, ["C", "W"])
+
+
 def _row_weights(sample_weight: NDArray | None, n: int) -> NDArray:
     if sample_weight is None:
         return np.ones(n)
-    w = np.ascontiguousarray(sample_weight, dtype=np.float64)
+    w = kernel_array(sample_weight)
     if w.shape != (n,):
         raise ValueError(f"sample_weight must have shape {(n,)}, got {w.shape}")
     return w
@@ -1142,7 +1149,7 @@ def fit_small(
     fit : SmallFit
     """
     code = _model_code(model_name)
-    X = np.ascontiguousarray(X, dtype=np.float64)
+    X = kernel_array(X)
     if X.ndim != 2:
         raise ValueError(f"X must be a 2-D array, got shape {X.shape}")
     n, d = X.shape
@@ -1210,12 +1217,12 @@ def _label_stats(X, w, labels, shift, full):  # pragma: no cover - compiled
 @njit(**_JIT)
 def _labels_diag(X, w, labels, shift, code, reg, inner_tol, inner_max):  # pragma: no cover
     K, d = shift.shape
-    nk, sx, sxx = _label_stats(X, w, labels, shift, False)
+    nk, sx, sxx = _label_stats(X, w, labels, shift, unliteral(False))
     weights = np.empty(K)
     means = np.empty((K, d))
     cov = np.empty((K, d))
     no_previous = np.empty((K, d))
-    _m_step_diag(code, (nk, sx, sxx[:, 0, :].copy()), shift, reg, no_previous, False,
+    _m_step_diag(code, (nk, sx, sxx[:, 0, :].copy()), shift, reg, no_previous, unliteral(False),
                  inner_tol, inner_max, weights, means, cov)
     P = np.empty((K, d))
     status = _factor_diag(cov, P, np.empty(K))
@@ -1225,12 +1232,12 @@ def _labels_diag(X, w, labels, shift, code, reg, inner_tol, inner_max):  # pragm
 @njit(**_JIT)
 def _labels_full(X, w, labels, shift, code, reg, inner_tol, inner_max):  # pragma: no cover
     K, d = shift.shape
-    nk, sx, sxx = _label_stats(X, w, labels, shift, True)
+    nk, sx, sxx = _label_stats(X, w, labels, shift, unliteral(True))
     weights = np.empty(K)
     means = np.empty((K, d))
     cov = np.empty((K, d, d))
     no_previous = np.empty((K, d, d))
-    _m_step_full(code, (nk, sx, sxx), shift, reg, no_previous, np.empty(K), False,
+    _m_step_full(code, (nk, sx, sxx), shift, reg, no_previous, np.empty(K), unliteral(False),
                  inner_tol, inner_max, weights, means, cov)
     P = np.empty((K, d, d))
     status = _factor_full(cov, P, np.empty(K))
@@ -1274,10 +1281,10 @@ def start_from_labels(
         regularisation).
     """
     code = _model_code(model_name)
-    X = np.ascontiguousarray(X, dtype=np.float64)
+    X = kernel_array(X)
     if X.ndim != 2:
         raise ValueError(f"X must be a 2-D array, got shape {X.shape}")
-    n, d = X.shape
+    n = X.shape[0]
     w = _row_weights(sample_weight, n)
     K = int(n_components)
     if K < 1:
@@ -1292,7 +1299,7 @@ def start_from_labels(
     if not reg_covar >= 0.0:
         raise ValueError(f"reg_covar must be non-negative, got {reg_covar!r}")
     centre = w @ X / w.sum()
-    shift = np.ascontiguousarray(np.broadcast_to(centre, (K, d)))
+    shift = np.repeat(centre[None], K, axis=0)
     kernel = _labels_diag if code < _N_DIAGONAL else _labels_full
     weights, means, cov, P, status = kernel(
         X, w, labels.astype(np.intp), shift, code, float(reg_covar), float(INNER_TOL),
@@ -1341,7 +1348,7 @@ def _end_diag(X, w, wsum, cov, weights, means, reg, labels):  # pragma: no cover
     T = min(n, _TILE)
     nk, _, _, ll, icl = _estep_cols_diag(np.ascontiguousarray(X.T), w, means, P, const,
                                           np.empty((K, T)), np.empty(T), np.empty(T),
-                                          np.empty(T), labels, True)
+                                          np.empty(T), labels, unliteral(True))
     lo = np.empty(K)
     hi = np.empty(K)
     for k in range(K):
@@ -1366,7 +1373,7 @@ def _end_full(X, w, wsum, cov, weights, means, reg, labels):  # pragma: no cover
     T = min(n, _TILE)
     nk, _, _, ll, icl = _estep_cols_full(np.ascontiguousarray(X.T), w, means, P, const,
                                           np.empty((K, T)), np.empty(T), np.empty(T),
-                                          np.empty(T), labels, True)
+                                          np.empty(T), labels, unliteral(True))
     lo = np.empty(K)
     hi = np.empty(K)
     for k in range(K):
@@ -1395,7 +1402,7 @@ def _mean_shift(X, w, wsum, K):  # pragma: no cover - compiled
 @njit(**_JIT)
 def _cell_diag(X, w, wsum, code, K, labels, weights, means, cov, from_labels, reg, tol, rel_tol,
                max_iter, inner_tol, inner_max, stop):  # pragma: no cover - compiled
-    warm = True
+    warm = unliteral(True)  # fit_small's type for it: one compiled _fit_* for both
     if from_labels:
         shift = _mean_shift(X, w, wsum, K)
         weights, means, cov, _, status = _labels_diag(X, w, labels, shift, code, reg,
@@ -1416,7 +1423,7 @@ def _cell_diag(X, w, wsum, code, K, labels, weights, means, cov, from_labels, re
 @njit(**_JIT)
 def _cell_full(X, w, wsum, code, K, labels, weights, means, cov, from_labels, reg, tol, rel_tol,
                max_iter, inner_tol, inner_max, stop):  # pragma: no cover - compiled
-    warm = True
+    warm = unliteral(True)  # fit_small's type for it: one compiled _fit_* for both
     if from_labels:
         shift = _mean_shift(X, w, wsum, K)
         weights, means, cov, _, status = _labels_full(X, w, labels, shift, code, reg,
@@ -1534,6 +1541,7 @@ def fit_cell(
     fit : CellFit
     """
     code = _model_code(model_name)
+    X, w = kernel_array(X), kernel_array(w)  # no copies from the grid (selection's arrays)
     n, d = X.shape
     K = int(n_components)
     diagonal = code < _N_DIAGONAL

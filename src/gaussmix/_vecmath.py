@@ -13,7 +13,7 @@ from llvmlite import ir
 from numba import types
 from numba.extending import intrinsic, overload
 
-__all__ = ["exp_nonpos", "f64_bits", "fmax", "fmin", "log_ge1"]
+__all__ = ["exp_nonpos", "f64_bits", "fmax", "fmin", "log_ge1", "unliteral"]
 
 _FM = {"contract", "reassoc", "nsz", "arcp"}
 
@@ -22,6 +22,23 @@ _LN2_LO64 = 1.90821492927058770002e-10
 _LOG2E = 1.4426950408889634
 _LN2_HI32 = np.float32(0.693359375)
 _LN2_LO32 = np.float32(-2.12194440e-4)
+
+
+@intrinsic
+def unliteral(typingctx, x):
+    """``x`` typed as its run-time type (``bool``, not ``Literal[bool](True)``; numba only).
+
+    A constant passed to a compiled function from compiled code is typed as a literal, and
+    the callee is compiled once more for that constant: a whole EM loop again (``fit_cell``
+    calling the fit that ``fit_small`` calls with a Python bool cost 16 s more of a cold
+    compile). Wrapped, the constant reaches the callee with the type a Python caller gives.
+    """
+    t = types.unliteral(x)
+
+    def codegen(context, builder, signature, args):
+        return args[0]
+
+    return t(t), codegen
 
 
 @intrinsic

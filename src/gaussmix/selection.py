@@ -44,6 +44,7 @@ from gaussmix._covariance import (
     CollapsedComponentError,
 )
 from gaussmix._grid import LABEL_STARTS, fit_grid, same_partition
+from gaussmix._small import kernel_array
 from gaussmix.estimator import GaussianMixture
 
 __all__ = [
@@ -688,7 +689,8 @@ def select(
         raise ValueError(f"X must be a non-empty 2-D array, got shape {X.shape}")
     if X.dtype.kind not in "fiu":
         raise ValueError(f"X must be numeric, got dtype {X.dtype}")
-    X = np.ascontiguousarray(X, dtype=np.float64)
+    # writeable: a read-only array (a memory-mapped .npy file) would be copied by every cell
+    X = kernel_array(X)
     if not np.all(np.isfinite(X)):
         raise ValueError("X must be finite for model selection (impute missing values first)")
     n = X.shape[0]
@@ -1003,7 +1005,7 @@ def bootstrap_lrt(
     -------
     result : BootstrapLRT
     """
-    X = np.ascontiguousarray(np.asarray(X, dtype=np.float64))
+    X = kernel_array(np.asarray(X))
     if X.ndim != 2 or not np.all(np.isfinite(X)):
         raise ValueError("X must be a finite 2-D array")
     _grid_types([covariance_type])
