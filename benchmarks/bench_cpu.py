@@ -435,10 +435,12 @@ def run_child(spec: dict, in_process: bool) -> dict:
 
 # ----------------------------------------------------------------------------- report
 def machine_info() -> dict:
+    import llvmlite.binding as llvm
     import numba
     import sklearn
     from threadpoolctl import threadpool_info
 
+    from gaussmix import _jit  # noqa: F401  (sets numba's vector width as the kernels do)
     from gaussmix.backends.cpu import default_threads
 
     cpu = platform.processor()
@@ -464,6 +466,12 @@ def machine_info() -> dict:
         "scikit-learn": sklearn.__version__,
         "numba": numba.__version__,
         "gaussmix_threads": default_threads(),
+        "numba_cpu": llvm.get_host_cpu_name(),
+        "numba_vectors": (
+            "512-bit (gaussmix._jit)"
+            if (numba.config.CPU_FEATURES or "").endswith("-prefer-256-bit")
+            else "LLVM's default for the CPU"
+        ),
         "thread_pools": blas,
         "removed_env": os.environ.get(_REEXEC_FLAG, ""),
         "load_average_start": os.getloadavg(),
@@ -519,6 +527,8 @@ def _print_header(info: dict, roof: dict, args) -> None:
             f"pool    : {pool['internal_api']} {pool['version'] or ''} "
             f"kernel={pool['architecture'] or '-'} threads={pool['num_threads']}"
         )
+    if "numba_cpu" in info:
+        print(f"numba   : target {info['numba_cpu']}, vectors {info['numba_vectors']}")
     removed = info["removed_env"] or "none (OPENBLAS_CORETYPE was not set)"
     print(f"env     : removed for this run: {removed}")
     print(f"load    : {info['load_average_start'][0]:.2f} (1-min average at start)")

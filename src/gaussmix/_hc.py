@@ -56,6 +56,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from sklearn.utils import check_random_state
 
+from gaussmix import _jit  # noqa: F401  (numba's vector width, before any kernel compiles)
 from gaussmix._vecmath import unliteral
 
 __all__ = [

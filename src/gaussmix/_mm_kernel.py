@@ -17,6 +17,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from gaussmix import _jit  # noqa: F401  (numba's vector width, before any kernel compiles)
+
 #: cap on the EVE/VVE inner iterations (see mm_orientation_loop)
 MM_MAX_ITER = 300
 

@@ -27,6 +27,7 @@ import numpy as np
 from numba import njit
 from numpy.typing import NDArray
 
+from gaussmix import _jit  # noqa: F401  (numba's vector width, before any kernel compiles)
 from gaussmix._covariance import INNER_MAX_ITER, INNER_TOL, MCLUST_MODELS, _collapsed
 from gaussmix._gaussian import LOG_2PI
 from gaussmix._mm_kernel import mm_orientation_loop

@@ -13,6 +13,8 @@ from llvmlite import ir
 from numba import types
 from numba.extending import intrinsic, overload
 
+from gaussmix import _jit  # noqa: F401  (numba's vector width, before any kernel compiles)
+
 __all__ = ["exp_nonpos", "f64_bits", "fmax", "fmin", "log_ge1", "unliteral"]
 
 _FM = {"contract", "reassoc", "nsz", "arcp"}

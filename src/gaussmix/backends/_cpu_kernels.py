@@ -26,6 +26,7 @@ import math
 import numba as nb
 import numpy as np
 
+from gaussmix import _jit  # noqa: F401  (numba's vector width, before any kernel compiles)
 from gaussmix._vecmath import exp_nonpos, f64_bits, log_ge1
 from gaussmix._vecmath import fmax as _fmax
 from gaussmix._vecmath import fmin as _fmin

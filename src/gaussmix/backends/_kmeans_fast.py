@@ -14,6 +14,7 @@ import numba as nb
 import numpy as np
 from numpy.typing import NDArray
 
+from gaussmix import _jit  # noqa: F401  (numba's vector width, before any kernel compiles)
 from gaussmix._stats import SuffStats
 from gaussmix.backends._cpu_kernels import f64_bits
 from gaussmix.backends.cpu import _run_threads, _single_threaded_blas, default_threads

@@ -28,6 +28,7 @@ import math
 import numba as nb
 import numpy as np
 
+from gaussmix import _jit  # noqa: F401  (numba's vector width, before any kernel compiles)
 from gaussmix._gaussian import LOG_2PI
 from gaussmix._stats import SuffStats
 from gaussmix.backends._cpu_kernels import exp_nonpos
