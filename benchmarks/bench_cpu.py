@@ -570,6 +570,11 @@ def markdown(res: dict) -> str:
         f"Run: {info['cpu']}, {info['usable_cpus']} usable CPUs; numpy {info['numpy']}, "
         f"scikit-learn {info['scikit-learn']}, numba {info['numba']}; gaussmix threads "
         f"{info['gaussmix_threads']}; "
+        + (
+            f"numba target {info['numba_cpu']}, vectors {info['numba_vectors']}; "
+            if "numba_cpu" in info
+            else ""
+        )
         + "; ".join(
             f"{p['internal_api']} {p['version']} ({p['architecture']}, {p['num_threads']} "
             "threads)"
