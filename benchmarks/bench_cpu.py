@@ -468,9 +468,11 @@ def machine_info() -> dict:
         "gaussmix_threads": default_threads(),
         "numba_cpu": llvm.get_host_cpu_name(),
         "numba_vectors": (
-            "512-bit (gaussmix._jit)"
-            if (numba.config.CPU_FEATURES or "").endswith("-prefer-256-bit")
-            else "LLVM's default for the CPU"
+            "LLVM's default for the CPU"
+            if not (numba.config.CPU_FEATURES or "").endswith("-prefer-256-bit")
+            else "512-bit (NUMBA_CPU_FEATURES)"
+            if "NUMBA_CPU_FEATURES" in os.environ
+            else "512-bit (gaussmix._jit)"
         ),
         "thread_pools": blas,
         "removed_env": os.environ.get(_REEXEC_FLAG, ""),
