@@ -36,14 +36,18 @@ def test_other_cases_keep_numbas_default(cpu, features, environ):
     assert target_features(cpu, features, environ) is None
 
 
-def _features_after(code: str, **env) -> str:
-    """numba.config.CPU_FEATURES in a fresh interpreter after ``code``."""
+def _environ(**env) -> dict:
+    """This process's environment without a choice of target or width, plus ``env``."""
     environ = {k: v for k, v in os.environ.items() if not k.startswith("NUMBA_CPU")}
     environ.pop("GAUSSMIX_VECTOR_WIDTH", None)
-    environ.update(env)
+    return environ | env
+
+
+def _features_after(code: str, **env) -> str:
+    """numba.config.CPU_FEATURES in a fresh interpreter after ``code``."""
     out = subprocess.run(
         [sys.executable, "-c", code + "\nimport numba; print(numba.config.CPU_FEATURES)"],
-        env=environ, capture_output=True, text=True, check=True, timeout=120,
+        env=_environ(**env), capture_output=True, text=True, check=True, timeout=120,
     )  # fmt: skip
     return out.stdout.strip().splitlines()[-1]
 
@@ -81,10 +85,8 @@ def test_kernels_use_512_bit_registers(tmp_path):
         "asm = k._row_max.inspect_asm(k._row_max.signatures[0])\n"
         "print('zmm' in asm)"
     )
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("NUMBA_CPU")}
-    environ["NUMBA_CACHE_DIR"] = str(tmp_path)
     out = subprocess.run(
-        [sys.executable, "-c", code], env=environ, capture_output=True, text=True, check=True,
-        timeout=300,
+        [sys.executable, "-c", code], env=_environ(NUMBA_CACHE_DIR=str(tmp_path)),
+        capture_output=True, text=True, check=True, timeout=300,
     )  # fmt: skip
     assert out.stdout.strip().splitlines()[-1] == "True"
