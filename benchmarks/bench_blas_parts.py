@@ -2,13 +2,15 @@
 against a square dgemm.
 
 W3 (50 000 × 64, K = 32, full covariances) takes the BLAS path of
-:mod:`gaussmix.backends.cpu`: per chunk of rows, the quadratic features of the rows, one GEMM
-of them against every component's weights (the log-joints), the responsibilities, the
-``sqrt(r)``-scaled centred rows and their scatter GEMMs. This script times each part over all
-rows in one thread (fastest of ``--repeat`` passes), from parameters after three EM iterations
-(the responsibilities as sparse as a fit sees them), and prints the GFLOP/s of the log-joint
-GEMM beside a square dgemm's and the projection GEMM ``X @ [P_1 ... P_K]`` of the same
-problem, so that the distance to the machine's dgemm rate is visible part by part.
+:mod:`gaussmix.backends.cpu`: per chunk of rows, every component's log-joint from the rows'
+quadratic features (formed in registers by :mod:`gaussmix.backends._quad_kernel` where the
+target has AVX-512; else written to memory and multiplied by the weights in one GEMM), the
+responsibilities, the ``sqrt(r)``-scaled centred rows and their scatter GEMMs. This script
+times each part over all rows in one thread (fastest of ``--repeat`` passes), from parameters
+after three EM iterations (the responsibilities as sparse as a fit sees them), both forms of
+the log-joint, and prints their GFLOP/s beside a square dgemm's and the projection GEMM
+``X @ [P_1 ... P_K]`` of the same problem, so that the distance to the machine's dgemm rate is
+visible part by part.
 
     python benchmarks/bench_blas_parts.py
 """
@@ -29,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_cpu
 from gaussmix import GaussianMixture
 from gaussmix.backends import _cpu_kernels as _k
-from gaussmix.backends import cpu
+from gaussmix.backends import _quad_kernel, cpu
 
 
 def _best(fn, repeat: int) -> float:
@@ -56,8 +58,12 @@ def main() -> None:
     prep = cpu.prepare(params, params.means, X.dtype, factors)
     rows, _ = cpu.CpuExecutor(X, n_threads=1)._groups(K, prep.full)
     lay = cpu._blas_layout(params, prep, X.dtype, rows)
-    m, mq = lay.chunk, lay.quad_rows
-    F, xc = lay.scratch()
+    m = lay.chunk
+    # the BLAS form, whichever form the engine takes on this machine
+    centre, Wf = cpu._quadratic_weights(params, prep.prec, prep.const)
+    nq = Wf.shape[0]
+    mq = int(max(8, min(m, cpu._QUAD_FEATURE_ELEMENTS // nq)))
+    F, xc = np.empty((mq, nq)), np.empty(d)
     R = np.empty((m, K))
     lognorm = np.empty(m)
     Z = np.empty(K * m * d)
@@ -69,17 +75,22 @@ def main() -> None:
         for s, e in chunks:
             for q in range(s, e, mq):
                 c = min(e, q + mq) - q
-                _k.quadratic_features(X[q : q + c], lay.centre, F[:c], xc)
+                _k.quadratic_features(X[q : q + c], centre, F[:c], xc)
 
     def gemm():
         for s, e in chunks:
             for q in range(s, e, mq):
                 c = min(e, q + mq) - q
-                np.matmul(F[:c], lay.Wq, out=R[q - s : q - s + c])
+                np.matmul(F[:c], Wf, out=R[q - s : q - s + c])
 
     L_all = np.empty((n, K))
-    for s, e in chunks:
-        lay.log_joint(X[s:e], L_all[s:e], lay.scratch())
+    scratch = lay.scratch()
+
+    def engine_log_joint():
+        for s, e in chunks:
+            lay.log_joint(X[s:e], L_all[s:e], scratch)
+
+    engine_log_joint()
 
     def responsibilities():
         for s, e in chunks:
@@ -113,10 +124,18 @@ def main() -> None:
     Xc = np.ascontiguousarray(X[:m])
     P = rng.standard_normal((d, K * d))
     Y = np.empty((m, K * d))
+    in_registers = lay.quad_rows == 0
     with threadpool_limits(1):
-        parts = {
+        blas_form = {
             "quadratic features": _best(features, args.repeat),
             "log-joint GEMM": _best(gemm, args.repeat),
+        }
+        parts = {}
+        if in_registers:
+            parts["log-joint, features in registers"] = _best(engine_log_joint, args.repeat)
+        else:
+            parts.update(blas_form)
+        parts |= {
             "responsibilities": _best(responsibilities, args.repeat),
             # its last call leaves the scaled rows that the scatter GEMMs read
             "scaled centred rows": _best(scaled, args.repeat),
@@ -124,21 +143,32 @@ def main() -> None:
         }
         square = 2 * 2000**3 / _best(lambda: sq @ sq, args.repeat) / 1e9
         proj = 2 * m * d * K * d / _best(lambda: np.matmul(Xc, P, out=Y), args.repeat) / 1e9
-    flops = 2.0 * n * lay.Wq.shape[0] * K
+    flops = 2.0 * n * nq * K
     print("# W3 E-step parts, one thread (python benchmarks/bench_blas_parts.py)")
     print(f"machine : {bench_cpu.machine_info()['cpu']}, {platform.platform()}")
-    nq = lay.Wq.shape[0]
-    print(
-        f"layout  : chunk {m} rows, {nq} quadratic features per row in blocks of {mq} rows; "
-        f"the GEMM is ({mq} x {nq}) @ ({nq} x {K})"
+    form = (
+        f"features in registers, tiles of {_quad_kernel.ROWS} rows x "
+        f"{_quad_kernel.COMPONENTS} components"
+        if in_registers
+        else f"BLAS form, {nq} quadratic features per row in blocks of {mq} rows"
     )
+    print(f"layout  : chunk {m} rows; the engine's log-joint: {form}")
     total = sum(parts.values())
     for name, t in parts.items():
         print(f"{name:<34}{t * 1e3:8.1f} ms  {100 * t / total:5.1f}%")
     print(f"{'total':<34}{total * 1e3:8.1f} ms")
-    print(f"log-joint GEMM  : {flops / parts['log-joint GEMM'] / 1e9:6.1f} GFLOP/s")
-    print(f"square dgemm    : {square:6.1f} GFLOP/s (2000 x 2000, one thread)")
-    print(f"projection GEMM : {proj:6.1f} GFLOP/s (({m} x {d}) @ ({d} x {K * d}), one thread)")
+    if in_registers:
+        t = parts["log-joint, features in registers"]
+        padded = flops * lay.Wq.shape[0] * _quad_kernel.COMPONENTS / K
+        features, gemm_t = blas_form["quadratic features"], blas_form["log-joint GEMM"]
+        print(f"log-joint, registers : {flops / t / 1e9:6.1f} GFLOP/s "
+              f"(padded components: {padded / t / 1e9:.1f})")  # fmt: skip
+        print(f"BLAS form (not used) : quadratic features {features * 1e3:.1f} ms "
+              f"+ GEMM {gemm_t * 1e3:.1f} ms")  # fmt: skip
+    print(f"log-joint GEMM       : {flops / blas_form['log-joint GEMM'] / 1e9:6.1f} GFLOP/s "
+          f"(({mq} x {nq}) @ ({nq} x {K}))")  # fmt: skip
+    print(f"square dgemm         : {square:6.1f} GFLOP/s (2000 x 2000, one thread)")
+    print(f"projection GEMM      : {proj:6.1f} GFLOP/s (({m} x {d}) @ ({d} x {K * d}), one thread)")
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
-__all__ = ["WIDE_VECTOR_CPUS", "configure", "target_features"]
+__all__ = ["WIDE_VECTOR_CPUS", "configure", "target_features", "wide_registers"]
 
 # LLVM's names of the Intel server cores whose 512-bit instructions cost little clock
 WIDE_VECTOR_CPUS = frozenset(
@@ -68,6 +68,27 @@ def configure() -> None:
     )
     if wanted is not None:
         numba.config.CPU_FEATURES = wanted
+
+
+def wide_registers() -> bool:
+    """Whether numba's target has AVX-512's 32 registers of 8 float64, and the user has not
+    declined 512-bit vectors (``GAUSSMIX_VECTOR_WIDTH=256``).
+
+    Kernels written with explicit 512-bit vectors (:mod:`gaussmix.backends._quad_kernel`) ask
+    this before they are used. A target named without its features (``NUMBA_CPU_NAME`` alone)
+    counts as without: its features are not known here.
+    """
+    import llvmlite.binding as llvm
+    import numba
+
+    if os.environ.get("GAUSSMIX_VECTOR_WIDTH", "").strip() == "256":
+        return False
+    features = numba.config.CPU_FEATURES
+    if features is None:
+        if numba.config.CPU_NAME not in (None, "host"):
+            return False
+        features = llvm.get_host_cpu_features().flatten()
+    return "+avx512f" in features.split(",")
 
 
 configure()

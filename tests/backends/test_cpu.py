@@ -16,7 +16,7 @@ from gaussmix import GaussianMixture, _init, _mixture
 from gaussmix._covariance import get_model
 from gaussmix._params import MixtureParams
 from gaussmix._stats import e_step_chunk
-from gaussmix.backends import _cpu_kernels, resolve_engine
+from gaussmix.backends import _cpu_kernels, _quad_kernel, resolve_engine
 from gaussmix.backends import cpu as cpu_module
 from gaussmix.backends.cpu import MIN_ROWS, CpuExecutor
 from gaussmix.backends.numpy import NumpyExecutor
@@ -104,6 +104,32 @@ def test_quadratic_form_path_far_from_the_origin(offset):
     stats = ours.e_step(params)
     _assert_stats_close(stats, NumpyExecutor(X).e_step(params), 1e-10)
     assert stats.nk[-1] == 0.0
+
+
+@pytest.mark.parametrize("in_registers", [True, False], ids=["registers", "blas-form"])
+@pytest.mark.parametrize("shape", [(MIN_ROWS + 7, 25, 9), (6000, 40, 3)])
+def test_both_forms_of_the_quadratic_log_joint(monkeypatch, in_registers, shape):
+    # the features formed in registers (AVX-512 targets) and written out for a GEMM
+    # (elsewhere): whichever this host takes, both must give the reference's statistics and
+    # predictions (without AVX-512, LLVM splits the register kernel's vectors: same result)
+    monkeypatch.setattr(_quad_kernel, "available", lambda: in_registers)
+    rng = np.random.default_rng(22)
+    n, d, K = shape
+    params = _params(rng, K, d, "full", offset=50.0, zero_weight=True)
+    X = _data(rng, n, params)
+    w = rng.random(n)
+    layout = cpu_module._blas_layout(
+        params, cpu_module.prepare(params, params.means, X.dtype), X.dtype, 1024
+    )
+    assert (layout.quad_rows == 0) == in_registers
+    for weights in (None, w):
+        ours = CpuExecutor(X, weights, n_threads=2).e_step(params)
+        _assert_stats_close(ours, NumpyExecutor(X, weights).e_step(params), 1e-10)
+    for op in ("score_samples", "predict_proba"):
+        np.testing.assert_allclose(
+            cpu_module.row_op(params, X, op), getattr(_mixture, op)(params, X), rtol=1e-12,
+            atol=1e-12,
+        )  # fmt: skip
 
 
 @pytest.mark.slow

@@ -7,7 +7,7 @@ import sys
 import llvmlite.binding as llvm
 import pytest
 
-from gaussmix._jit import WIDE_VECTOR_CPUS, target_features
+from gaussmix._jit import WIDE_VECTOR_CPUS, target_features, wide_registers
 
 AVX512 = "+sse2,+avx2,+avx512f,+avx512dq,-amx-int8"
 
@@ -90,3 +90,33 @@ def test_kernels_use_512_bit_registers(tmp_path):
         capture_output=True, text=True, check=True, timeout=300,
     )  # fmt: skip
     assert out.stdout.strip().splitlines()[-1] == "True"
+
+
+@pytest.mark.parametrize(
+    ("name", "features", "width", "expected"),
+    [
+        (None, AVX512, "", True),
+        (None, "+sse2,+avx2,-avx512f", "", False),
+        # 512-bit vectors declined: the explicit-width kernels stand aside too
+        (None, AVX512, "256", False),
+        # a target named without its features: not known to have the registers
+        ("skylake-avx512", None, "", False),
+    ],
+)
+def test_wide_registers_of_numbas_target(monkeypatch, name, features, width, expected):
+    import numba
+
+    monkeypatch.setattr(numba.config, "CPU_NAME", name)
+    monkeypatch.setattr(numba.config, "CPU_FEATURES", features)
+    monkeypatch.setenv("GAUSSMIX_VECTOR_WIDTH", width)
+    assert wide_registers() is expected
+
+
+def test_wide_registers_of_the_host(monkeypatch):
+    import numba
+
+    monkeypatch.setattr(numba.config, "CPU_NAME", None)
+    monkeypatch.setattr(numba.config, "CPU_FEATURES", None)
+    monkeypatch.delenv("GAUSSMIX_VECTOR_WIDTH", raising=False)
+    host = "+avx512f" in llvm.get_host_cpu_features().flatten().split(",")
+    assert wide_registers() is host
