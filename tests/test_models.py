@@ -530,3 +530,21 @@ def test_mm_sweep_never_increases_the_objective():
         np.testing.assert_allclose(D.T @ D, np.eye(d), atol=1e-13)
 
     check()
+
+
+@pytest.mark.parametrize("d", [2, 7, 8, 40])
+def test_full_precision_factors_both_ways(d):
+    """Below 8 features one batched solve inverts the Cholesky factors, from 8 a triangular
+    inverse per component (exactly upper triangular): both are Σ_k⁻¹ = P_k P_kᵀ, and a
+    singular component is named either way."""
+    rng = np.random.default_rng(d)
+    A = rng.standard_normal((3, d, d + 2))
+    cov = A @ np.swapaxes(A, 1, 2) / (d + 2) + 0.1 * np.eye(d)
+    P = get_model("full").precision_cholesky(cov)
+    np.testing.assert_allclose(P @ np.swapaxes(P, 1, 2), np.linalg.inv(cov), rtol=1e-9, atol=1e-9)
+    if d >= 8:
+        assert np.all(np.tril(P, -1) == 0.0)
+    cov[1] = np.outer(cov[1, 0], cov[1, 0])  # rank one
+    with pytest.raises(CollapsedComponentError) as info:
+        get_model("full").precision_cholesky(cov, 0.0)
+    assert info.value.component == 1

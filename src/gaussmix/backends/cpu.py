@@ -213,8 +213,9 @@ def _strict_upper(d: int) -> tuple[NDArray, NDArray]:
 
 
 # off-triangle entries at most this fraction of a factor's largest entry are rounding noise:
-# the M-step's triangular inverse comes from a general solve (LU), whose pivoting leaves
-# entries of 1e-16 where the exact factor has zeros; read as dense, the kernels did up to 60 %
+# below 8 features the M-step's triangular inverse comes from a batched general solve (LU),
+# whose pivoting leaves entries of 1e-16 where the exact factor has zeros (so did other
+# models' M-steps and factors given by the user); read as dense, the kernels did up to 60 %
 # more work (d = 16) and skipped the triangular loops
 _TRIANGLE_NOISE = 1e-14
 
