@@ -130,6 +130,19 @@ def test_both_forms_of_the_quadratic_log_joint(monkeypatch, in_registers, shape)
             cpu_module.row_op(params, X, op), getattr(_mixture, op)(params, X), rtol=1e-12,
             atol=1e-12,
         )  # fmt: skip
+    # float32 rows: in registers the features are float64 (written out they would cancel:
+    # the BLAS form projects float32 rows instead)
+    X32 = X.astype(np.float32)
+    layout32 = cpu_module._blas_layout(
+        params, cpu_module.prepare(params, params.means, X32.dtype), X32.dtype, 1024
+    )
+    assert layout32.quad == in_registers
+    ours32 = CpuExecutor(X32, w, n_threads=2).e_step(params)
+    _assert_stats_close(ours32, NumpyExecutor(X32.astype(np.float64), w).e_step(params), 1e-4)
+    np.testing.assert_allclose(
+        cpu_module.row_op(params, X32, "score_samples"),
+        _mixture.score_samples(params, X32.astype(np.float64)), rtol=1e-5,
+    )  # fmt: skip
 
 
 @pytest.mark.slow

@@ -15,6 +15,9 @@ multiply-adds; no feature is ever stored. The tile is written in LLVM IR (a numb
 because LLVM's loop vectoriser only vectorises innermost loops and would keep the
 accumulators of a numba loop in memory.
 
+The features and sums are float64 for float32 rows too (written out in float32 for a GEMM,
+the expanded form would cancel: there the executor projects float32 rows instead).
+
 It needs 32 vector registers of 8 float64 (AVX-512): :func:`available` says whether numba's
 target has them; elsewhere the executor keeps the BLAS form.
 """
@@ -163,7 +166,8 @@ def _tile(typingctx, xt, w, lt, r0, block):
 
 @nb.njit(cache=True, nogil=True, error_model="numpy")
 def log_joint(X, centre, W, xt, lt, L):
-    """``L[r, k] = features(X[r] - centre) · W[:, k]`` for every row and component.
+    """``L[r, k] = features(X[r] - centre) · W[:, k]`` for every row and component, in
+    float64 (``X`` and ``L`` may be float32).
 
     ``W`` comes from :func:`tile_weights`; ``xt`` (``(d + 1, ≥ n)``) and ``lt``
     (``(W.shape[0]·COMPONENTS, ≥ n)``) are scratch, with ``n`` the rows of ``X`` rounded up to

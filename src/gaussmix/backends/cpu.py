@@ -9,14 +9,17 @@ Two paths compute the same statistics as the reference kernel
   over rows innermost, so they vectorise), with a polynomial ``exp`` and ``log`` (a libm call
   per row and component would dominate at small d, and keeps the loop scalar). Tied
   covariances project each tile once (``x P``) instead of once per component.
-- **blas** ("full"/"tied" above that): per chunk, the log-joints of all components are one
-  GEMM. In float64 it takes quadratic features of the rows (``x'_i x'_j`` for ``i <= j``,
-  ``x'``, 1, with ``x'`` centred on the weighted mean of the means) against weights from the
-  precision matrices: ``d²/2`` multiply-adds per row and component, the useful minimum, and
-  a (rows, K) output. In float32 (where that expanded form would cancel) and for a tied
-  factor it is ``X_chunk @ [P_1 ... P_K]`` (two GEMMs, 3/4 of the work, for upper triangular
-  factors; one d × d factor when tied). A small kernel turns them into responsibilities, and
-  each component's scatter is the GEMM ``Zᵀ Z`` of its ``sqrt(r)``-scaled centred rows.
+- **blas** ("full"/"tied" above that): per chunk, the log-joints of all components are a
+  product of the rows' quadratic features (``x'_i x'_j`` for ``i <= j``, ``x'``, 1, with
+  ``x'`` centred on the weighted mean of the means) and weights from the precision matrices:
+  ``d²/2`` multiply-adds per row and component, the useful minimum, and a (rows, K) output.
+  Where numba's target has AVX-512 the features are formed in registers, in float64 for
+  float64 and float32 rows alike (:mod:`gaussmix.backends._quad_kernel`); elsewhere float64
+  rows write them out for one GEMM, and float32 rows (where that expanded form would cancel
+  in float32) are projected, ``X_chunk @ [P_1 ... P_K]`` (two GEMMs, 3/4 of the work, for
+  upper triangular factors), as are rows with a tied factor (one d × d factor). A small
+  kernel turns the log-joints into responsibilities, and each component's scatter is the
+  GEMM ``Zᵀ Z`` of its ``sqrt(r)``-scaled centred rows.
 
 Responsibilities that are exact zeros (log-ratio to the row's best component below -600 in
 float64, -70 in float32, where ``exp`` would return a slow denormal or 0 anyway) are skipped in
@@ -587,10 +590,11 @@ class CpuExecutor:
 class _BlasLayout:
     """Every component's log-joint of a chunk of rows by GEMM (full factors, many features).
 
-    float64: the log-joint is one GEMM of the rows' quadratic features with weights built
-    from the precision matrices (half the multiply-adds of ``X @ [P_1 ... P_K]``); float32
-    keeps the projections (the expanded quadratic form cancels too much in single precision)
-    and a tied factor projects each row once.
+    The log-joint is the product of the rows' quadratic features and weights built from the
+    precision matrices (half the multiply-adds of ``X @ [P_1 ... P_K]``): formed in registers
+    in float64 where the target has AVX-512 (any rows' dtype), else written out for one GEMM
+    (float64 rows). Without AVX-512 float32 rows keep the projections (the expanded quadratic
+    form cancels too much in single precision), and a tied factor projects each row once.
     """
 
     K: int
@@ -678,13 +682,17 @@ def _blas_layout(params: MixtureParams, prep: _Prepared, dtype: np.dtype, rows: 
         biasR = np.array(params.means @ P, dtype=dtype, order="C")
     m = int(max(64, min(rows, _BLAS_CHUNK_ELEMENTS // (K * d))))
     # only while d(d+1)/2 features of a few rows stay small: d <= 360
-    quad = per_component and dtype == np.float64 and d * (d + 1) // 2 + d + 1 <= 1 << 16
-    if quad:
-        from gaussmix.backends import _quad_kernel
+    fits = per_component and d * (d + 1) // 2 + d + 1 <= 1 << 16
+    from gaussmix.backends import _quad_kernel
 
+    # formed in registers the features are float64 whatever the rows' dtype (written out in
+    # float32 for a GEMM, the expanded form would cancel): 1.7-5.9x the BLAS form's speed
+    # (d 30-200) and, for float32 rows, more accurate than their projections
+    in_registers = fits and _quad_kernel.available()
+    quad = in_registers or (fits and dtype == np.float64)
+    if quad:
         centre, Wq = _quadratic_weights(params, P, prep.const)
-        if _quad_kernel.available():
-            # the features formed in registers: 1.7-5.9x the BLAS form's speed (d 30-200)
+        if in_registers:
             Wq, mq = _quad_kernel.tile_weights(Wq, d), 0
         else:
             mq = int(max(8, min(m, _QUAD_FEATURE_ELEMENTS // Wq.shape[0])))
