@@ -13,7 +13,8 @@ It changes which instructions run, not what they compute beyond the last bits of
 (``fastmath``) sums. It is left alone when the user has chosen a target
 (``NUMBA_CPU_NAME``, ``NUMBA_CPU_FEATURES`` or ``numba.config.CPU_FEATURES``), when numba
 has already compiled something (its target is fixed by then), and when
-``GAUSSMIX_VECTOR_WIDTH=256`` is set.
+``GAUSSMIX_VECTOR_WIDTH=256`` is set; that setting also keeps the kernels written with explicit
+512-bit vectors (:func:`wide_registers`) out of use.
 """
 
 from __future__ import annotations

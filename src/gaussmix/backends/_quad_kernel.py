@@ -40,8 +40,9 @@ __all__ = ["COMPONENTS", "ROWS", "available", "log_joint", "tile_weights"]
 _LANES = 8  # float64 per 512-bit vector
 _ROW_VECTORS = 3
 # components per tile: 3 × 8 accumulators, 3 products and 3 row vectors of x'_i in 32
-# registers (24 × 8 ran at 74-78 GFLOP/s on one Emerald Rapids core, 16 × 16 and 8 × 16 at
-# 63-65, 16 × 8 at 57, 32 × 4 at 53: square dgemm 88)
+# registers (rows × components in scratch timings on one Emerald Rapids core, d = 64, K = 32:
+# 24 × 8 at 74-91 GFLOP/s, 16 × 12 at 72, 48 × 4 at 66, 8 × 24 at 65, 16 × 16 at 63-65,
+# 8 × 16 at 55-63, 32 × 4 at 53, 16 × 8 at 41-57; square dgemm 79-88 on that core)
 COMPONENTS = 8
 ROWS = _LANES * _ROW_VECTORS
 
