@@ -124,7 +124,7 @@ def main() -> None:
     Xc = np.ascontiguousarray(X[:m])
     P = rng.standard_normal((d, K * d))
     Y = np.empty((m, K * d))
-    in_registers = lay.quad_rows == 0
+    in_registers = lay.in_registers
     with threadpool_limits(1):
         blas_form = {
             "quadratic features": _best(features, args.repeat),

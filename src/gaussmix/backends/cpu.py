@@ -615,10 +615,15 @@ class _BlasLayout:
     chunk: int  # rows per chunk
     quad_rows: int  # rows per block of quadratic features (about L2-sized); 0: in registers
 
+    @property
+    def in_registers(self) -> bool:
+        """Whether the quadratic features are formed in registers (:mod:`._quad_kernel`)."""
+        return self.quad and self.quad_rows == 0
+
     def scratch(self) -> tuple[NDArray, ...]:
         """One thread's work arrays."""
         m, dt = self.chunk, self.dtype
-        if self.quad and not self.quad_rows:
+        if self.in_registers:
             from gaussmix.backends import _quad_kernel
 
             n = -(-m // _quad_kernel.ROWS) * _quad_kernel.ROWS
@@ -633,7 +638,7 @@ class _BlasLayout:
         ``chunk``); ``L`` is C-contiguous, of the working dtype."""
         _k = _kernels()
         c = Xc.shape[0]
-        if self.quad and not self.quad_rows:
+        if self.in_registers:
             from gaussmix.backends import _quad_kernel
 
             xt, lt = scratch
