@@ -30,6 +30,11 @@ WIDE_VECTOR_CPUS = frozenset(
 )
 
 
+def _declined(environ: Mapping[str, str]) -> bool:
+    """Whether the user asked for 256-bit vectors (``GAUSSMIX_VECTOR_WIDTH=256``)."""
+    return environ.get("GAUSSMIX_VECTOR_WIDTH", "").strip() == "256"
+
+
 def target_features(cpu_name: str, features: str, environ: Mapping[str, str]) -> str | None:
     """The feature string for numba's target, or ``None`` to leave numba's default.
 
@@ -42,7 +47,7 @@ def target_features(cpu_name: str, features: str, environ: Mapping[str, str]) ->
     environ : mapping
         The process environment.
     """
-    if environ.get("GAUSSMIX_VECTOR_WIDTH", "").strip() == "256":
+    if _declined(environ):
         return None
     if "NUMBA_CPU_NAME" in environ or "NUMBA_CPU_FEATURES" in environ:
         return None
@@ -82,7 +87,7 @@ def wide_registers() -> bool:
     import llvmlite.binding as llvm
     import numba
 
-    if os.environ.get("GAUSSMIX_VECTOR_WIDTH", "").strip() == "256":
+    if _declined(os.environ):
         return False
     features = numba.config.CPU_FEATURES
     if features is None:
