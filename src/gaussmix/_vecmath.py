@@ -1,4 +1,5 @@
-"""Vectorisable exp, log and float bit operations for numba kernels (maths only).
+"""Vectorisable exp, log, float bit operations and block transposes for numba kernels (maths
+only).
 
 libm's ``exp``/``log`` are calls the loop vectoriser cannot see through, so every kernel that
 takes the exponential of a row of log-ratios (the CPU engine's, the missing-data kernels, the
@@ -11,11 +12,12 @@ from __future__ import annotations
 import numpy as np
 from llvmlite import ir
 from numba import types
+from numba.core import cgutils
 from numba.extending import intrinsic, overload
 
 from gaussmix import _jit  # noqa: F401  (numba's vector width, before any kernel compiles)
 
-__all__ = ["exp_nonpos", "f64_bits", "fmax", "fmin", "log_ge1", "unliteral"]
+__all__ = ["exp_nonpos", "f64_bits", "fmax", "fmin", "log_ge1", "transpose8", "unliteral"]
 
 _FM = {"contract", "reassoc", "nsz", "arcp"}
 
@@ -244,3 +246,65 @@ def _log_ge1_impl(x):
 
 fmax = _fmax
 fmin = _fmin
+
+
+# the three rounds of an 8 x 8 transpose in registers: round s interleaves vectors 2^s apart
+# in runs of 2^s lanes (lanes 8-15 name the second vector)
+_TRANSPOSE_ROUNDS = (
+    ((0, 8, 2, 10, 4, 12, 6, 14), (1, 9, 3, 11, 5, 13, 7, 15)),
+    ((0, 1, 8, 9, 4, 5, 12, 13), (2, 3, 10, 11, 6, 7, 14, 15)),
+    ((0, 1, 2, 3, 8, 9, 10, 11), (4, 5, 6, 7, 12, 13, 14, 15)),
+)
+
+
+@intrinsic
+def transpose8(typingctx, X, r, c, Y, i, q):
+    """``Y[i + a, q + b] = X[r + b, c + a]`` for ``a, b < 8`` (numba only; no bounds checks).
+
+    ``X`` and ``Y`` are C-contiguous 2-d arrays of one float dtype. Eight vector loads, 24
+    shuffles and eight vector stores. The CPU engine's kernels read their rows through it: the
+    element-by-element copy it replaced took 9.2 against 5.8 ms for 1 000 000 x 8 float64 rows
+    (scratch, one thread; a W4 diag E-step is about 40 ms there).
+    """
+    arrays = (X, Y)
+    if not all(isinstance(a, types.Array) and a.ndim == 2 and a.layout == "C" for a in arrays):
+        return None
+    if X.dtype != Y.dtype or X.dtype not in (types.float32, types.float64):
+        return None
+    if not all(isinstance(t, types.Integer) for t in (r, c, i, q)):
+        return None
+    sig = types.void(X, r, c, Y, i, q)
+
+    def codegen(context, builder, signature, args):
+        i64 = ir.IntType(64)
+        lanes = ir.VectorType(ir.IntType(32), 8)
+        elem = context.get_value_type(signature.args[0].dtype)
+        vec = ir.VectorType(elem, 8)
+        size = ir.Constant(i64, signature.args[0].dtype.bitwidth // 8)
+        src = context.make_array(signature.args[0])(context, builder, args[0])
+        dst = context.make_array(signature.args[3])(context, builder, args[3])
+        r, c, i, q = (
+            context.cast(builder, args[a], signature.args[a], types.intp) for a in (1, 2, 4, 5)
+        )
+
+        def row(a, first_row, col, b):
+            ld = builder.sdiv(cgutils.unpack_tuple(builder, a.strides)[0], size)
+            index = builder.add(builder.mul(builder.add(first_row, ir.Constant(i64, b)), ld), col)
+            return builder.bitcast(builder.gep(a.data, [index]), vec.as_pointer())
+
+        align = signature.args[0].dtype.bitwidth // 8
+        v = [builder.load(row(src, r, c, b), align=align) for b in range(8)]
+        for s, masks in enumerate(_TRANSPOSE_ROUNDS):
+            step = 1 << s
+            out = list(v)
+            for base in range(0, 8, 2 * step):
+                for o in range(base, base + step):
+                    lo, hi = (ir.Constant(lanes, mask) for mask in masks)
+                    out[o] = builder.shuffle_vector(v[o], v[o + step], lo)
+                    out[o + step] = builder.shuffle_vector(v[o], v[o + step], hi)
+            v = out
+        for a in range(8):
+            builder.store(v[a], row(dst, i, q, a), align=align)
+        return context.get_dummy_value()
+
+    return sig, codegen

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.mixture import GaussianMixture as SkGaussianMixture
 
@@ -269,6 +271,28 @@ def test_polynomial_exp_and_log_match_numpy():
         np.testing.assert_allclose(e[kept], ref[kept], rtol=rtol, atol=0)
         assert e[-2] == 1.0
         np.testing.assert_allclose(lg, np.log(x.astype(np.float64)), rtol=0, atol=4e-15)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    n=st.integers(1, 40),
+    d=st.integers(1, 40),
+    dtype=st.sampled_from([np.float32, np.float64]),
+    data=st.data(),
+)
+def test_tiles_are_the_rows_transposed(n, d, dtype, data):
+    # the kernels read rows through _load_tile (blocks of 8 x 8 transposed in registers for
+    # d >= 8, element by element at the edges): every value, NaN and infinities included, must
+    # arrive bit for bit, and nothing outside the tile's columns may be written
+    t0 = data.draw(st.integers(0, n - 1))
+    m = data.draw(st.integers(1, n - t0))
+    rng = np.random.default_rng(n * 41 + d)
+    X = rng.normal(size=(n, d)).astype(dtype)
+    X.flat[rng.integers(0, X.size, 3)] = [np.nan, np.inf, -np.inf]
+    xt = np.full((d, m + 5), 7.0, dtype=dtype)
+    _cpu_kernels._load_tile(X, t0, m, xt)
+    assert xt[:, :m].tobytes() == np.ascontiguousarray(X[t0 : t0 + m].T).tobytes()
+    assert np.all(xt[:, m:] == 7.0)
 
 
 def test_chunk_size_sets_the_groups_and_keeps_the_result():

@@ -27,7 +27,7 @@ import numba as nb
 import numpy as np
 
 from gaussmix import _jit  # noqa: F401  (numba's vector width, before any kernel compiles)
-from gaussmix._vecmath import exp_nonpos, f64_bits, log_ge1
+from gaussmix._vecmath import exp_nonpos, f64_bits, log_ge1, transpose8
 from gaussmix._vecmath import fmax as _fmax
 from gaussmix._vecmath import fmin as _fmin
 
@@ -58,29 +58,26 @@ EXP_CUT = {np.dtype(np.float64): -600.0, np.dtype(np.float32): -70.0}
 def _load_tile(X, t0, m, xt):
     """``xt[:, :m] = X[t0:t0 + m].T``: the tile transposed, so loops over rows vectorise."""
     d = X.shape[1]
-    Xs = X[t0 : t0 + m]
     if d < 8:
         # short rows: one feature at a time (strided reads of a few cache lines)
         for i in range(d):
             for r in range(m):
-                xt[i, r] = Xs[r, i]
+                xt[i, r] = X[t0 + r, i]
         return
-    # long rows: four rows at a time, each read contiguously
+    # long rows: blocks of 8 rows x 8 features transposed in registers
     r = 0
-    while r + 4 <= m:
-        a = Xs[r]
-        b = Xs[r + 1]
-        c = Xs[r + 2]
-        e = Xs[r + 3]
-        for i in range(d):
-            xt[i, r] = a[i]
-            xt[i, r + 1] = b[i]
-            xt[i, r + 2] = c[i]
-            xt[i, r + 3] = e[i]
-        r += 4
+    while r + 8 <= m:
+        c = 0
+        while c + 8 <= d:
+            transpose8(X, t0 + r, c, xt, c, r)
+            c += 8
+        for i in range(c, d):
+            for b in range(8):
+                xt[i, r + b] = X[t0 + r + b, i]
+        r += 8
     while r < m:
         for i in range(d):
-            xt[i, r] = Xs[r, i]
+            xt[i, r] = X[t0 + r, i]
         r += 1
 
 
