@@ -950,29 +950,19 @@ def scaled_centred(Xc, R, shift, Z, nk, sx, counts):
 
 @nb.njit(**_JIT)
 def _transpose_out(lj, m, out, t0):
-    """``out[t0 + r, k] = lj[k, r]``: eight components at a time, so that each row's block of
-    ``out`` is written whole while the eight rows of ``lj`` stay in L1 (one component per
-    pass wrote each output line K times; all K per row read K lines per row)."""
+    """``out[t0 + r, k] = lj[k, r]``: blocks of eight components x eight rows transposed in
+    registers, so that each row's block of ``out`` is written whole while the eight rows of
+    ``lj`` stay in L1 (one component per pass wrote each output line K times; element by
+    element, 200 000 x 16 took 2.8-5.6 against 1.8-2.2 ms, scratch)."""
     K = lj.shape[0]
     for k0 in range(0, K - 7, 8):
-        a0 = lj[k0]
-        a1 = lj[k0 + 1]
-        a2 = lj[k0 + 2]
-        a3 = lj[k0 + 3]
-        a4 = lj[k0 + 4]
-        a5 = lj[k0 + 5]
-        a6 = lj[k0 + 6]
-        a7 = lj[k0 + 7]
-        for r in range(m):
-            o = out[t0 + r]
-            o[k0] = a0[r]
-            o[k0 + 1] = a1[r]
-            o[k0 + 2] = a2[r]
-            o[k0 + 3] = a3[r]
-            o[k0 + 4] = a4[r]
-            o[k0 + 5] = a5[r]
-            o[k0 + 6] = a6[r]
-            o[k0 + 7] = a7[r]
+        r = 0
+        while r + 8 <= m:
+            transpose8(lj, k0, r, out, t0 + r, k0)
+            r += 8
+        for q in range(r, m):
+            for k in range(k0, k0 + 8):
+                out[t0 + q, k] = lj[k, q]
     for k in range(K - K % 8, K):
         a = lj[k]
         for r in range(m):
@@ -1045,9 +1035,7 @@ def rows_op(
                 P_pad, lj,
             )
             if op == 0:
-                for r in range(m):
-                    for k in range(K):
-                        out2[t0 + r, k] = lj[k, r]
+                _transpose_out(lj, m, out2, t0)
                 continue
             _row_max(lj, m, mx)
             if op == 3:
