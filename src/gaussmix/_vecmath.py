@@ -9,6 +9,7 @@ the caller at compile time.
 
 from __future__ import annotations
 
+import numba as nb
 import numpy as np
 from llvmlite import ir
 from numba import types
@@ -17,7 +18,16 @@ from numba.extending import intrinsic, overload
 
 from gaussmix import _jit  # noqa: F401  (numba's vector width, before any kernel compiles)
 
-__all__ = ["exp_nonpos", "f64_bits", "fmax", "fmin", "log_ge1", "transpose8", "unliteral"]
+__all__ = [
+    "exp_nonpos",
+    "f64_bits",
+    "fmax",
+    "fmin",
+    "log_ge1",
+    "transpose8",
+    "transpose_rows",
+    "unliteral",
+]
 
 _FM = {"contract", "reassoc", "nsz", "arcp"}
 
@@ -255,21 +265,28 @@ _TRANSPOSE_ROUNDS = (
     ((0, 1, 8, 9, 4, 5, 12, 13), (2, 3, 10, 11, 6, 7, 14, 15)),
     ((0, 1, 2, 3, 8, 9, 10, 11), (4, 5, 6, 7, 12, 13, 14, 15)),
 )
+# (from, to): one dtype, or float32 widened to float64
+_TRANSPOSE_DTYPES = (
+    (types.float32, types.float32),
+    (types.float64, types.float64),
+    (types.float32, types.float64),
+)
 
 
 @intrinsic
 def transpose8(typingctx, X, r, c, Y, i, q):
     """``Y[i + a, q + b] = X[r + b, c + a]`` for ``a, b < 8`` (numba only; no bounds checks).
 
-    ``X`` and ``Y`` are C-contiguous 2-d arrays of one float dtype. Eight vector loads, 24
-    shuffles and eight vector stores. The CPU engine's kernels read their rows through it: the
-    element-by-element copy it replaced took 9.2 against 5.8 ms for 1 000 000 x 8 float64 rows
-    (scratch, one thread; a W4 diag E-step is about 40 ms there).
+    ``X`` and ``Y`` are C-contiguous 2-d float arrays, of one dtype or float32 into float64
+    (widened exactly after the shuffles). Eight vector loads, 24 shuffles and eight vector
+    stores. The CPU engine's kernels read their rows through it: the element-by-element copy
+    it replaced took 9.2 against 5.8 ms for 1 000 000 x 8 float64 rows (scratch, one thread;
+    a W4 diag E-step is about 40 ms there).
     """
     arrays = (X, Y)
     if not all(isinstance(a, types.Array) and a.ndim == 2 and a.layout == "C" for a in arrays):
         return None
-    if X.dtype != Y.dtype or X.dtype not in (types.float32, types.float64):
+    if (X.dtype, Y.dtype) not in _TRANSPOSE_DTYPES:
         return None
     if not all(isinstance(t, types.Integer) for t in (r, c, i, q)):
         return None
@@ -278,33 +295,73 @@ def transpose8(typingctx, X, r, c, Y, i, q):
     def codegen(context, builder, signature, args):
         i64 = ir.IntType(64)
         lanes = ir.VectorType(ir.IntType(32), 8)
-        elem = context.get_value_type(signature.args[0].dtype)
-        vec = ir.VectorType(elem, 8)
-        size = ir.Constant(i64, signature.args[0].dtype.bitwidth // 8)
-        src = context.make_array(signature.args[0])(context, builder, args[0])
-        dst = context.make_array(signature.args[3])(context, builder, args[3])
         r, c, i, q = (
             context.cast(builder, args[a], signature.args[a], types.intp) for a in (1, 2, 4, 5)
         )
 
-        def row(a, first_row, col, b):
-            ld = builder.sdiv(cgutils.unpack_tuple(builder, a.strides)[0], size)
-            index = builder.add(builder.mul(builder.add(first_row, ir.Constant(i64, b)), ld), col)
-            return builder.bitcast(builder.gep(a.data, [index]), vec.as_pointer())
+        def rows(a, first_row, col):
+            """The addresses of eight consecutive rows of array argument ``a`` from
+            ``(first_row, col)``, as vectors of 8, and the element alignment."""
+            aty = signature.args[a]
+            array = context.make_array(aty)(context, builder, args[a])
+            size = aty.dtype.bitwidth // 8
+            vec = ir.VectorType(context.get_value_type(aty.dtype), 8)
+            stride = cgutils.unpack_tuple(builder, array.strides)[0]
+            ld = builder.sdiv(stride, ir.Constant(i64, size))
+            out = []
+            for b in range(8):
+                row = builder.add(first_row, ir.Constant(i64, b))
+                index = builder.add(builder.mul(row, ld), col)
+                out.append(builder.bitcast(builder.gep(array.data, [index]), vec.as_pointer()))
+            return out, size, vec
 
-        align = signature.args[0].dtype.bitwidth // 8
-        v = [builder.load(row(src, r, c, b), align=align) for b in range(8)]
+        sources, align, _ = rows(0, r, c)
+        v = [builder.load(address, align=align) for address in sources]
         for s, masks in enumerate(_TRANSPOSE_ROUNDS):
             step = 1 << s
+            lo, hi = (ir.Constant(lanes, mask) for mask in masks)
             out = list(v)
             for base in range(0, 8, 2 * step):
                 for o in range(base, base + step):
-                    lo, hi = (ir.Constant(lanes, mask) for mask in masks)
                     out[o] = builder.shuffle_vector(v[o], v[o + step], lo)
                     out[o + step] = builder.shuffle_vector(v[o], v[o + step], hi)
             v = out
-        for a in range(8):
-            builder.store(v[a], row(dst, i, q, a), align=align)
+        targets, align, vec = rows(3, i, q)
+        for value, address in zip(v, targets, strict=True):
+            if value.type != vec:
+                value = builder.fpext(value, vec)
+            builder.store(value, address, align=align)
         return context.get_dummy_value()
 
     return sig, codegen
+
+
+@nb.njit(cache=True, nogil=True, fastmath=_FM)
+def transpose_rows(X, t0, m, xt):
+    """``xt[:d, :m] = X[t0:t0 + m].T`` (``d`` = ``X.shape[1]``): a tile of rows transposed, so
+    that kernels' loops over rows vectorise. float32 rows may go into a float64 tile.
+
+    Blocks of 8 rows x 8 features go through :func:`transpose8`; the edges, and rows of fewer
+    than 8 features (strided reads of a few cache lines), element by element. No bounds checks
+    beyond numba's.
+    """
+    d = X.shape[1]
+    if d < 8:
+        for i in range(d):
+            for r in range(m):
+                xt[i, r] = X[t0 + r, i]
+        return
+    r = 0
+    while r + 8 <= m:
+        c = 0
+        while c + 8 <= d:
+            transpose8(X, t0 + r, c, xt, c, r)
+            c += 8
+        for i in range(c, d):
+            for b in range(8):
+                xt[i, r + b] = X[t0 + r + b, i]
+        r += 8
+    while r < m:
+        for i in range(d):
+            xt[i, r] = X[t0 + r, i]
+        r += 1

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.mixture import GaussianMixture as SkGaussianMixture
 
-from gaussmix import GaussianMixture, _init, _mixture
+from gaussmix import GaussianMixture, _init, _mixture, _vecmath
 from gaussmix._covariance import get_model
 from gaussmix._params import MixtureParams
 from gaussmix._stats import e_step_chunk
@@ -277,22 +277,26 @@ def test_polynomial_exp_and_log_match_numpy():
 @given(
     n=st.integers(1, 40),
     d=st.integers(1, 40),
-    dtype=st.sampled_from([np.float32, np.float64]),
+    dtypes=st.sampled_from(
+        [(np.float32, np.float32), (np.float64, np.float64), (np.float32, np.float64)]
+    ),
     data=st.data(),
 )
-def test_tiles_are_the_rows_transposed(n, d, dtype, data):
-    # the kernels read rows through _load_tile (blocks of 8 x 8 transposed in registers for
-    # d >= 8, element by element at the edges): every value, NaN and infinities included, must
-    # arrive bit for bit, and nothing outside the tile's columns may be written
+def test_tiles_are_the_rows_transposed(n, d, dtypes, data):
+    # the kernels read rows through transpose_rows (blocks of 8 x 8 transposed in registers
+    # for d >= 8, element by element at the edges; float32 rows widened for the register
+    # tiles of _quad_kernel): every value, NaN and infinities included, must arrive bit for
+    # bit, and nothing outside the tile may be written
     t0 = data.draw(st.integers(0, n - 1))
     m = data.draw(st.integers(1, n - t0))
     rng = np.random.default_rng(n * 41 + d)
-    X = rng.normal(size=(n, d)).astype(dtype)
+    X = rng.normal(size=(n, d)).astype(dtypes[0])
     X.flat[rng.integers(0, X.size, 3)] = [np.nan, np.inf, -np.inf]
-    xt = np.full((d, m + 5), 7.0, dtype=dtype)
-    _cpu_kernels._load_tile(X, t0, m, xt)
-    assert xt[:, :m].tobytes() == np.ascontiguousarray(X[t0 : t0 + m].T).tobytes()
-    assert np.all(xt[:, m:] == 7.0)
+    xt = np.full((d + 1, m + 5), 7.0, dtype=dtypes[1])
+    _vecmath.transpose_rows(X, t0, m, xt)
+    want = np.ascontiguousarray(X[t0 : t0 + m].T.astype(dtypes[1]))
+    assert xt[:d, :m].copy().tobytes() == want.tobytes()
+    assert np.all(xt[:, m:] == 7.0) and np.all(xt[d] == 7.0)
 
 
 @settings(max_examples=40, deadline=None)

@@ -27,7 +27,7 @@ import numba as nb
 import numpy as np
 
 from gaussmix import _jit  # noqa: F401  (numba's vector width, before any kernel compiles)
-from gaussmix._vecmath import exp_nonpos, f64_bits, log_ge1, transpose8
+from gaussmix._vecmath import exp_nonpos, f64_bits, log_ge1, transpose8, transpose_rows
 from gaussmix._vecmath import fmax as _fmax
 from gaussmix._vecmath import fmin as _fmin
 
@@ -53,33 +53,6 @@ _JIT = {"cache": True, "nogil": True, "fastmath": _FM, "error_model": "numpy"}
 
 # log-ratios below these are exact zeros: exp would be a denormal (slow) or 0 anyway
 EXP_CUT = {np.dtype(np.float64): -600.0, np.dtype(np.float32): -70.0}
-
-@nb.njit(**_JIT)
-def _load_tile(X, t0, m, xt):
-    """``xt[:, :m] = X[t0:t0 + m].T``: the tile transposed, so loops over rows vectorise."""
-    d = X.shape[1]
-    if d < 8:
-        # short rows: one feature at a time (strided reads of a few cache lines)
-        for i in range(d):
-            for r in range(m):
-                xt[i, r] = X[t0 + r, i]
-        return
-    # long rows: blocks of 8 rows x 8 features transposed in registers
-    r = 0
-    while r + 8 <= m:
-        c = 0
-        while c + 8 <= d:
-            transpose8(X, t0 + r, c, xt, c, r)
-            c += 8
-        for i in range(c, d):
-            for b in range(8):
-                xt[i, r + b] = X[t0 + r + b, i]
-        r += 8
-    while r < m:
-        for i in range(d):
-            xt[i, r] = X[t0 + r, i]
-        r += 1
-
 
 @nb.njit(**_JIT)
 def _diag_log_joint(xt, m, K, means, prec, const, acc, lj):
@@ -858,7 +831,7 @@ def estep_groups(
         llg = 0.0
         for t0 in range(start, end, tile):
             m = min(tile, end - t0)
-            _load_tile(X, t0, m, xt)
+            transpose_rows(X, t0, m, xt)
             _log_joint_tile(
                 xt, m, K, means, prec, tri, full, const, diff, y, acc, yt, bias, scale, mu_pad,
                 P_pad, lj,
@@ -1027,7 +1000,7 @@ def rows_op(
             ext[g, 2] = 0.0
         for t0 in range(g * group_rows, end, tile):
             m = min(tile, end - t0)
-            _load_tile(X, t0, m, xt)
+            transpose_rows(X, t0, m, xt)
             if track:
                 _tile_extremes(xt, m, ext[g])
             _log_joint_tile(

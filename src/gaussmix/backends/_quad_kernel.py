@@ -34,6 +34,7 @@ from numba.extending import intrinsic
 from numpy.typing import NDArray
 
 from gaussmix import _jit
+from gaussmix._vecmath import transpose_rows
 
 __all__ = ["COMPONENTS", "ROWS", "available", "log_joint", "tile_weights"]
 
@@ -186,10 +187,13 @@ def log_joint(X, centre, W, xt, lt, L):
         raise ValueError("lt must be (W.shape[0] * COMPONENTS, rows rounded up to ROWS)")
     if L.shape[0] != m or K > W.shape[0] * COMPONENTS:
         raise ValueError("L must be (rows, at most W.shape[0] * COMPONENTS)")
+    # transposed in 8 x 8 blocks, then centred: feature by feature, the strided reads took
+    # 6.4 against 2.9 ms over W3's 50 000 x 64 rows in chunks of 782 (scratch, one thread)
+    transpose_rows(X, 0, m, xt)
     for i in range(d):
         ci = centre[i]
         for r in range(m):
-            xt[i, r] = X[r, i] - ci
+            xt[i, r] -= ci
         for r in range(m, n):
             xt[i, r] = 0.0
     for r in range(n):
