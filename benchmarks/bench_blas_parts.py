@@ -60,9 +60,9 @@ def main() -> None:
     lay = cpu._blas_layout(params, prep, X.dtype, rows)
     m = lay.chunk
     # the BLAS form, whichever form the engine takes on this machine
-    centre, Wf = cpu._quadratic_weights(params, prep.prec, prep.const)
+    blas = cpu._blas_layout(params, prep, X.dtype, rows, registers=False)
+    centre, Wf, mq = blas.centre, blas.Wq, blas.quad_rows
     nq = Wf.shape[0]
-    mq = int(max(8, min(m, cpu._QUAD_FEATURE_ELEMENTS // nq)))
     F, xc = np.empty((mq, nq)), np.empty(d)
     R = np.empty((m, K))
     lognorm = np.empty(m)

@@ -664,8 +664,20 @@ class _BlasLayout:
         )
 
 
-def _blas_layout(params: MixtureParams, prep: _Prepared, dtype: np.dtype, rows: int):
-    """The :class:`_BlasLayout` of ``params`` for chunks of at most ``rows`` rows."""
+def _blas_layout(
+    params: MixtureParams,
+    prep: _Prepared,
+    dtype: np.dtype,
+    rows: int,
+    *,
+    registers: bool | None = None,
+):
+    """The :class:`_BlasLayout` of ``params`` for chunks of at most ``rows`` rows.
+
+    ``registers``: form the quadratic features in registers where they apply (None: where
+    the target has AVX-512, :func:`_quad_kernel.available`); False keeps the BLAS form
+    (``benchmarks/bench_blas_parts.py`` times both).
+    """
     from gaussmix.backends import _quad_kernel
 
     K, d = params.means.shape
@@ -694,7 +706,9 @@ def _blas_layout(params: MixtureParams, prep: _Prepared, dtype: np.dtype, rows: 
     # float32 for a GEMM, the expanded form would cancel): 1.7-5.9x the BLAS form's speed
     # (d 30-200), and for float32 rows (W3) a 10 % faster E-step than their projections with
     # statistics as close to float64's (scratch A/B)
-    in_registers = fits and _quad_kernel.available()
+    if registers is None:
+        registers = _quad_kernel.available()
+    in_registers = fits and registers
     quad = in_registers or (fits and dtype == np.float64)
     if quad:
         centre, Wq = _quadratic_weights(params, P, prep.const)
