@@ -1107,17 +1107,19 @@ def resp_from_log_joint(L, w, weighted, offset, cut, R, lognorm):
     """
     m, K = L.shape
     dt = L.dtype.type
+    # _fmax and log_ge1 (the sum is >= 1) vectorise where max and libm's log did not: W3's
+    # 50 000 x 32 in chunks of 1024, 4.0 against 2.7 ms (scratch, one thread)
     for r in range(m):
         mx = L[r, 0]
         for k in range(1, K):
-            mx = max(mx, L[r, k])
+            mx = _fmax(mx, L[r, k])
         tot = dt(0.0)
         for k in range(K):
             e = exp_nonpos(L[r, k] - mx, cut)
             R[r, k] = e
             tot += e
         wr = w[offset + r] if weighted else 1.0
-        lognorm[r] = wr * (mx + math.log(tot))
+        lognorm[r] = wr * (mx + log_ge1(tot))
         scale = dt(wr) / tot
         for k in range(K):
             R[r, k] *= scale
@@ -1133,24 +1135,29 @@ def ops_from_log_joint(L, cut, op, offset, out1, labels):
     m, K = L.shape
     dt = L.dtype.type
     for r in range(m):
-        mx = L[r, 0]
-        best = 0
-        for k in range(1, K):
-            if L[r, k] > mx:
-                mx = L[r, k]
-                best = k
         if op == 3:
+            # the first component at the maximum, as np.argmax
+            mx = L[r, 0]
+            best = 0
+            for k in range(1, K):
+                if L[r, k] > mx:
+                    mx = L[r, k]
+                    best = k
             labels[offset + r] = best
             continue
+        # as resp_from_log_joint: a maximum and a log that vectorise
+        mx = L[r, 0]
+        for k in range(1, K):
+            mx = _fmax(mx, L[r, k])
         tot = dt(0.0)
         for k in range(K):
             e = exp_nonpos(L[r, k] - mx, cut)
             L[r, k] = e
             tot += e
         if op == 1:
-            out1[offset + r] = np.float64(mx) + math.log(tot)
+            out1[offset + r] = np.float64(mx) + log_ge1(tot)
         elif op == 4:
-            out1[offset + r] = -math.log(tot)
+            out1[offset + r] = -log_ge1(tot)
         else:
             inv = dt(1.0) / tot
             for k in range(K):
