@@ -395,3 +395,20 @@ def test_arrow_hands_over_to_the_csv_rules_mid_file(tmp_path):
     np.testing.assert_array_equal(np.concatenate(blocks), expected)
     with pytest.raises(DataError, match="column 'b' has a missing value at line 20002"):
         read_table(path)
+
+
+@pytest.mark.parametrize("span", [None, (4, 11)])
+def test_arrow_reads_a_native_stream_not_a_python_file(tmp_path, span):
+    # Arrow's read-ahead threads calling back into a Python file object abort the process
+    # when the interpreter finalises under them (exit 134 after the one-line error of a
+    # malformed file, a few runs in a hundred on a loaded machine): its input is native
+    pa = pytest.importorskip("pyarrow")
+    from gaussmix._source import _arrow_range
+
+    path = tmp_path / "t.csv"
+    path.write_bytes(b"a,b\n1,2\n3,4\n5\n6,7\n")
+    start, stop = span if span is not None else (4, None)
+    with _arrow_range(pa, path, start, stop) as stream:
+        assert isinstance(stream, pa.NativeFile)
+        assert not isinstance(stream, pa.PythonFile)
+        assert stream.read() == path.read_bytes()[start:stop]
