@@ -1154,10 +1154,10 @@ def ops_from_log_joint(L, cut, op, offset, out1, labels):
             e = exp_nonpos(L[r, k] - mx, cut)
             L[r, k] = e
             tot += e
-        if op == 1:
-            out1[offset + r] = np.float64(mx) + log_ge1(tot)
-        elif op == 4:
-            out1[offset + r] = -log_ge1(tot)
+        if op == 1 or op == 4:
+            # one call site of the inlined log_ge1: two made numba's SSA pass warn
+            lg = log_ge1(tot)
+            out1[offset + r] = np.float64(mx) + lg if op == 1 else -lg
         else:
             inv = dt(1.0) / tot
             for k in range(K):
