@@ -992,6 +992,14 @@ def main(argv=None) -> int:
         f"limits  : at the end dgemm {roof_end['dgemm_gflops']:.0f} GFLOP/s, sgemm "
         f"{roof_end['sgemm_gflops']:.0f} GFLOP/s, memory copy {roof_end['copy_gbs']:.1f} GB/s"
     )
+    if w3 is not None:
+        # a run whose start measured dgemm in a disturbed minute (12a: 80 GFLOP/s, 122 at the
+        # end) reads W3's share too high: both shares, side by side
+        print(
+            f"W3      : {w3['gflops']:.1f} GFLOP/s useful = "
+            f"{w3['gflops'] / roof['dgemm_gflops']:.0%} of the dgemm at the start, "
+            f"{w3['gflops'] / roof_end['dgemm_gflops']:.0%} of the dgemm at the end"
+        )
     save()
     if failures:
         print("DISAGREEMENT: " + "; ".join(failures))
