@@ -451,9 +451,8 @@ def _arrow_range(pa, path: Path, start: int, stop: int | None):
         stream = pa.OSFile(str(path))
         stream.seek(start)
         return stream
-    with open(path, "rb") as fh:
-        fh.seek(start)
-        return pa.BufferReader(fh.read(stop - start))
+    with _open_range(path, start, stop) as span:
+        return pa.BufferReader(span.getvalue())  # the bytes read, not a copy
 
 
 def _arrow_blocks(source, start_byte, stop_byte, columns, chunk_rows, allow_nan, threads):
