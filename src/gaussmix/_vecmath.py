@@ -25,6 +25,7 @@ __all__ = [
     "fmin",
     "log_ge1",
     "transpose8",
+    "transpose_block",
     "transpose_rows",
     "unliteral",
 ]
@@ -265,11 +266,12 @@ _TRANSPOSE_ROUNDS = (
     ((0, 1, 8, 9, 4, 5, 12, 13), (2, 3, 10, 11, 6, 7, 14, 15)),
     ((0, 1, 2, 3, 8, 9, 10, 11), (4, 5, 6, 7, 12, 13, 14, 15)),
 )
-# (from, to): one dtype, or float32 widened to float64
+# (from, to): one dtype, float32 widened to float64 or float64 rounded to float32
 _TRANSPOSE_DTYPES = (
     (types.float32, types.float32),
     (types.float64, types.float64),
     (types.float32, types.float64),
+    (types.float64, types.float32),
 )
 
 
@@ -277,11 +279,11 @@ _TRANSPOSE_DTYPES = (
 def transpose8(typingctx, X, r, c, Y, i, q):
     """``Y[i + a, q + b] = X[r + b, c + a]`` for ``a, b < 8`` (numba only; no bounds checks).
 
-    ``X`` and ``Y`` are C-contiguous 2-d float arrays, of one dtype or float32 into float64
-    (widened exactly after the shuffles). Eight vector loads, 24 shuffles and eight vector
-    stores. The CPU engine's kernels read their rows through it: the element-by-element copy
-    it replaced took 9.2 against 5.8 ms for 1 000 000 x 8 float64 rows (scratch, one thread;
-    a W4 diag E-step is about 40 ms there).
+    ``X`` and ``Y`` are C-contiguous 2-d float arrays, of one dtype or of float32 and float64
+    (converted after the shuffles, as an element-by-element assignment would). Eight vector
+    loads, 24 shuffles and eight vector stores (:func:`transpose_block` handles the edges): the
+    element-by-element copy it replaced took 9.2 against 5.8 ms for 1 000 000 x 8 float64 rows
+    (scratch, one thread; a W4 diag E-step is about 40 ms there).
     """
     arrays = (X, Y)
     if not all(isinstance(a, types.Array) and a.ndim == 2 and a.layout == "C" for a in arrays):
@@ -329,7 +331,8 @@ def transpose8(typingctx, X, r, c, Y, i, q):
         targets, align, vec = rows(3, i, q)
         for value, address in zip(v, targets, strict=True):
             if value.type != vec:
-                value = builder.fpext(value, vec)
+                widen = signature.args[3].dtype == types.float64
+                value = (builder.fpext if widen else builder.fptrunc)(value, vec)
             builder.store(value, address, align=align)
         return context.get_dummy_value()
 
@@ -337,31 +340,31 @@ def transpose8(typingctx, X, r, c, Y, i, q):
 
 
 @nb.njit(cache=True, nogil=True, fastmath=_FM)
+def transpose_block(X, r0, c0, rows, cols, Y, i0, q0):
+    """``Y[i0 + a, q0 + b] = X[r0 + b, c0 + a]`` for ``a < cols``, ``b < rows``.
+
+    Blocks of 8 x 8 go through :func:`transpose8`; the edges element by element. The CPU
+    engine's kernels read tiles of rows through it (so that their loops over rows vectorise)
+    and write (rows, K) outputs from their (K, rows) tiles. Dtypes as :func:`transpose8`. No
+    bounds checks beyond numba's.
+    """
+    b = 0
+    while b + 8 <= rows:
+        a = 0
+        while a + 8 <= cols:
+            transpose8(X, r0 + b, c0 + a, Y, i0 + a, q0 + b)
+            a += 8
+        for edge in range(a, cols):
+            for e in range(b, b + 8):
+                Y[i0 + edge, q0 + e] = X[r0 + e, c0 + edge]
+        b += 8
+    for e in range(b, rows):
+        for a in range(cols):
+            Y[i0 + a, q0 + e] = X[r0 + e, c0 + a]
+
+
+@nb.njit(cache=True, nogil=True, fastmath=_FM)
 def transpose_rows(X, t0, m, xt):
     """``xt[:d, :m] = X[t0:t0 + m].T`` (``d`` = ``X.shape[1]``): a tile of rows transposed, so
-    that kernels' loops over rows vectorise. float32 rows may go into a float64 tile.
-
-    Blocks of 8 rows x 8 features go through :func:`transpose8`; the edges, and rows of fewer
-    than 8 features (strided reads of a few cache lines), element by element. No bounds checks
-    beyond numba's.
-    """
-    d = X.shape[1]
-    if d < 8:
-        for i in range(d):
-            for r in range(m):
-                xt[i, r] = X[t0 + r, i]
-        return
-    r = 0
-    while r + 8 <= m:
-        c = 0
-        while c + 8 <= d:
-            transpose8(X, t0 + r, c, xt, c, r)
-            c += 8
-        for i in range(c, d):
-            for b in range(8):
-                xt[i, r + b] = X[t0 + r + b, i]
-        r += 8
-    while r < m:
-        for i in range(d):
-            xt[i, r] = X[t0 + r, i]
-        r += 1
+    that kernels' loops over rows vectorise (:func:`transpose_block`)."""
+    transpose_block(X, t0, 0, m, X.shape[1], xt, 0, 0)

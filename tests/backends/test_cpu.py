@@ -304,16 +304,19 @@ def test_tiles_are_the_rows_transposed(n, d, dtypes, data):
     K=st.integers(1, 40),
     m=st.integers(1, 40),
     t0=st.integers(0, 5),
-    dtype=st.sampled_from([np.float32, np.float64]),
+    dtypes=st.sampled_from(
+        [(np.float32, np.float32), (np.float64, np.float64), (np.float64, np.float32)]
+    ),
 )
-def test_tiles_are_written_back_transposed(K, m, t0, dtype):
-    # the reverse of the tile load, for the row functions' (N, K) outputs: the tile's rows
-    # of out and nothing else
-    lj = np.random.default_rng(K * 41 + m).normal(size=(K, m + 3)).astype(dtype)
-    out = np.full((t0 + m + 2, K), 7.0, dtype=dtype)
-    _cpu_kernels._transpose_out(lj, m, out, t0)
-    assert np.array_equal(out[t0 : t0 + m], lj[:, :m].T)
-    assert np.all(out[:t0] == 7.0) and np.all(out[t0 + m :] == 7.0)
+def test_tiles_are_written_back_transposed(K, m, t0, dtypes):
+    # the reverse of the tile load, for the (N, K) outputs of the row functions and of the
+    # register tiles (float64 sums into float32 rows' outputs, rounded as an assignment
+    # rounds): the tile's rows of out and nothing else
+    lj = np.random.default_rng(K * 41 + m).normal(size=(K + 2, m + 3)).astype(dtypes[0])
+    out = np.full((t0 + m + 2, K + 1), 7.0, dtype=dtypes[1])
+    _vecmath.transpose_block(lj, 0, 0, K, m, out, t0, 0)
+    assert out[t0 : t0 + m, :K].tobytes() == lj[:K, :m].T.astype(dtypes[1]).tobytes()
+    assert np.all(out[:t0] == 7.0) and np.all(out[t0 + m :] == 7.0) and np.all(out[:, K] == 7.0)
 
 
 def test_chunk_size_sets_the_groups_and_keeps_the_result():

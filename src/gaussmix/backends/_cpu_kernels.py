@@ -27,7 +27,7 @@ import numba as nb
 import numpy as np
 
 from gaussmix import _jit  # noqa: F401  (numba's vector width, before any kernel compiles)
-from gaussmix._vecmath import exp_nonpos, f64_bits, log_ge1, transpose8, transpose_rows
+from gaussmix._vecmath import exp_nonpos, f64_bits, log_ge1, transpose_block, transpose_rows
 from gaussmix._vecmath import fmax as _fmax
 from gaussmix._vecmath import fmin as _fmin
 
@@ -922,27 +922,6 @@ def scaled_centred(Xc, R, shift, Z, nk, sx, counts):
 
 
 @nb.njit(**_JIT)
-def _transpose_out(lj, m, out, t0):
-    """``out[t0 + r, k] = lj[k, r]``: blocks of eight components x eight rows transposed in
-    registers, so that each row's block of ``out`` is written whole while the eight rows of
-    ``lj`` stay in L1 (one component per pass wrote each output line K times; element by
-    element, 200 000 x 16 took 2.8-5.6 against 1.8-2.2 ms, scratch)."""
-    K = lj.shape[0]
-    for k0 in range(0, K - 7, 8):
-        r = 0
-        while r + 8 <= m:
-            transpose8(lj, k0, r, out, t0 + r, k0)
-            r += 8
-        for q in range(r, m):
-            for k in range(k0, k0 + 8):
-                out[t0 + q, k] = lj[k, q]
-    for k in range(K - K % 8, K):
-        a = lj[k]
-        for r in range(m):
-            out[t0 + r, k] = a[r]
-
-
-@nb.njit(**_JIT)
 def _tile_extremes(xt, m, out):
     """Fold the transposed tile's minimum, maximum and NaN count into ``out[0:3]`` (float64):
     a pass over the tile while it is in L1, instead of one over ``X`` from memory."""
@@ -1008,7 +987,7 @@ def rows_op(
                 P_pad, lj,
             )
             if op == 0:
-                _transpose_out(lj, m, out2, t0)
+                transpose_block(lj, 0, 0, K, m, out2, t0, 0)
                 continue
             _row_max(lj, m, mx)
             if op == 3:
@@ -1041,7 +1020,7 @@ def rows_op(
                     row = lj[k]
                     for r in range(m):
                         row[r] *= acc[r]
-                _transpose_out(lj, m, out2, t0)
+                transpose_block(lj, 0, 0, K, m, out2, t0, 0)
 
 @nb.njit(**_JIT)
 def log_joint_from_split_projection(YL, YR, biasL, biasR, const, L):

@@ -34,7 +34,7 @@ from numba.extending import intrinsic
 from numpy.typing import NDArray
 
 from gaussmix import _jit
-from gaussmix._vecmath import transpose_rows
+from gaussmix._vecmath import transpose_block, transpose_rows
 
 __all__ = ["COMPONENTS", "ROWS", "available", "log_joint", "tile_weights"]
 
@@ -201,6 +201,4 @@ def log_joint(X, centre, W, xt, lt, L):
     for b in range(W.shape[0]):
         for r0 in range(0, n, ROWS):
             _tile(xt, W, lt, r0, b)
-    for r in range(m):
-        for k in range(K):
-            L[r, k] = lt[k, r]
+    transpose_block(lt, 0, 0, K, m, L, 0, 0)
